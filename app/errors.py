@@ -1,0 +1,172 @@
+"""Every failure becomes a clear message in the request's language, never a stack trace.
+
+Under ``/api`` the answer is JSON ``{"detail": "<readable message>"}`` with a 4xx status
+(validation errors add ``"errors"``: one entry per field). Pages get ``error.html``.
+
+Routes that check input themselves raise ``InputError(_("..."))``: the same handlers turn
+it into a 422 JSON body or an error page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from app.i18n import N_, gettext, use_locale
+from app.templating import render, request_locale
+
+log = logging.getLogger(__name__)
+
+
+class InputError(Exception):
+    """Bad input a person can fix; ``message`` is already translated."""
+
+    def __init__(self, message: str, *, field: str | None = None, status_code: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status_code = status_code
+
+
+def is_api(request: Request) -> bool:
+    path = request.url.path
+    return path == "/api" or path.startswith("/api/")
+
+
+# Pydantic's messages are English; these cover what a person can type into a form or a URL.
+_VALIDATION_MESSAGES = {
+    "missing": N_("This value is required."),
+    "int_parsing": N_("Enter a whole number."),
+    "int_type": N_("Enter a whole number."),
+    "int_from_float": N_("Enter a whole number."),
+    "float_parsing": N_("Enter a number."),
+    "float_type": N_("Enter a number."),
+    "finite_number": N_("Enter a finite number (not NaN or infinity)."),
+    "bool_parsing": N_("Enter true or false."),
+    "greater_than": N_("Must be greater than %(gt)s."),
+    "greater_than_equal": N_("Must be at least %(ge)s."),
+    "less_than": N_("Must be less than %(lt)s."),
+    "less_than_equal": N_("Must be at most %(le)s."),
+    "literal_error": N_("Must be one of: %(expected)s."),
+    "enum": N_("Must be one of: %(expected)s."),
+    "string_too_short": N_("Too short: at least %(min_length)s characters."),
+    "string_too_long": N_("Too long: at most %(max_length)s characters."),
+    "string_pattern_mismatch": N_("This value is not one of the accepted ones."),
+    "too_short": N_("Too few values: at least %(min_length)s."),
+    "too_long": N_("Too many values: at most %(max_length)s."),
+}
+
+
+def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``{"field", "message", "type", "loc"}`` per error, the message in the current locale."""
+    described = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ())]
+        # ("query", "stride") -> "stride"; a body error keeps its path inside the body.
+        field = ".".join(loc[1:] if len(loc) > 1 and loc[0] in {"query", "path", "body", "header", "cookie"} else loc)
+        template = _VALIDATION_MESSAGES.get(err.get("type", ""))
+        if template is None:
+            message = str(err.get("msg", ""))
+        else:
+            ctx = {key: str(value) for key, value in (err.get("ctx") or {}).items()}
+            try:
+                message = gettext(template) % ctx
+            except (KeyError, ValueError):
+                message = str(err.get("msg", ""))
+        described.append({"field": field, "message": message, "type": err.get("type"), "loc": loc})
+    return described
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str, items: Sequence[dict[str, Any]] = ()) -> Response:
+    try:
+        return render(
+            request,
+            "error.html",
+            {"status_code": status_code, "title": title, "message": message, "items": list(items)},
+            fragment="content",
+            status_code=status_code,
+        )
+    except Exception:  # the error page itself must never turn into a 500 with a trace
+        log.exception("error page failed to render")
+        return PlainTextResponse(f"{status_code} {title}\n{message}\n", status_code=status_code)
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
+    with use_locale(request_locale(request)):
+        items = describe_validation_errors(exc.errors())
+        if is_api(request):
+            detail = "; ".join(f"{item['field']}: {item['message']}" if item["field"] else item["message"] for item in items)
+            return JSONResponse({"detail": detail, "errors": items}, status_code=422)
+        return _error_page(
+            request,
+            422,
+            gettext("Some values are not valid"),
+            gettext("Please correct these values and try again:"),
+            items,
+        )
+
+
+async def input_error_handler(request: Request, exc: InputError) -> Response:
+    with use_locale(request_locale(request)):
+        if is_api(request):
+            body: dict[str, Any] = {"detail": exc.message}
+            if exc.field:
+                body["field"] = exc.field
+            return JSONResponse(body, status_code=exc.status_code)
+        return _error_page(request, exc.status_code, gettext("Some values are not valid"), exc.message)
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> Response:
+    headers = getattr(exc, "headers", None)
+    with use_locale(request_locale(request)):
+        if is_api(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        default_phrase = _phrase(exc.status_code)
+        custom = exc.detail if isinstance(exc.detail, str) and exc.detail != default_phrase else None
+        if exc.status_code == 404:
+            title, message = gettext("Page not found"), gettext("There is no page at this address.")
+        elif exc.status_code == 405:
+            title, message = gettext("Method not allowed"), gettext("This address does not accept that kind of request.")
+        else:
+            title, message = gettext("Something went wrong"), gettext("The request could not be completed.")
+        response = _error_page(request, exc.status_code, title, custom or message)
+        if headers:
+            response.headers.update(headers)
+        return response
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    # Starlette logs the exception and re-raises it after this response is sent.
+    with use_locale(request_locale(request)):
+        if is_api(request):
+            return JSONResponse({"detail": gettext("Internal error: the server could not complete the request.")}, status_code=500)
+        return _error_page(
+            request,
+            500,
+            gettext("Something went wrong"),
+            gettext("The server could not complete the request. Please try again."),
+        )
+
+
+def _phrase(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return ""
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(InputError, input_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, server_error_handler)
+
+
+__all__ = ["InputError", "describe_validation_errors", "install_error_handlers", "is_api"]

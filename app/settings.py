@@ -1,0 +1,49 @@
+"""Runtime settings: one typed object, read from ``CNNLAB_*`` environment variables.
+
+Routes receive it through the ``get_settings`` dependency, so a test swaps it with
+``app.dependency_overrides[get_settings] = lambda: Settings(...)``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from typing import Literal
+
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Locale = Literal["es", "en"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CNNLAB_", frozen=True)
+
+    # A fresh random key per process keeps a bare `cnnlab` safe; set CNNLAB_SECRET_KEY when
+    # several workers must agree on signed cookies.
+    secret_key: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)))
+    default_locale: Locale = "es"
+    locale_cookie: str = "cnnlab_lang"
+    locale_cookie_max_age: int = 365 * 24 * 3600
+
+    # Uploaded images: checked before decoding (bytes) and after reading the header (pixels),
+    # so a decompression bomb is refused before it is expanded in memory.
+    max_upload_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=4_000_000, gt=0)
+    upload_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def settings_for(app: FastAPI) -> Settings:
+    """The settings a route of ``app`` would get, honouring a test's dependency override.
+
+    Middleware and exception handlers run outside FastAPI's dependency injection, so they
+    look the override up themselves.
+    """
+    provider = app.dependency_overrides.get(get_settings, get_settings)
+    return provider()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run every test: HTTP, engine and real-browser tests.
+#   bash scripts/test.sh [pytest args...]
+# Installs Debian's Chromium when it is missing (the browser tests drive it; Playwright's own
+# browser download is never used), installs the project with its test extras, runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "scripts/test.sh: installing chromium with apt-get" >&2
+  apt_install chromium
+fi
+
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
+
+# Debian's own Python refuses `pip install` outside a virtual environment (PEP 668):
+# use .venv there. Any other Python (pyenv, a venv, the Docker image) is used as it is.
+in_venv=$("$PYTHON" -c 'import sys; print(int(sys.prefix != sys.base_prefix))')
+managed=$("$PYTHON" -c 'import pathlib, sysconfig; print(int(pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists()))')
+if [ "$in_venv" = 0 ] && [ "$managed" = 1 ]; then
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
+  fi
+  PYTHON=.venv/bin/python
+fi
+
+"$PYTHON" -m pip install --disable-pip-version-check -q -e '.[test]'
+exec "$PYTHON" -m pytest "$@"

@@ -1,0 +1,164 @@
+"""Fixtures shared by every test file.
+
+- ``client``: FastAPI TestClient on the real app (fresh cookies per test).
+- ``live_server``: the real app under uvicorn on a free loopback port (one per session);
+  yields its base URL, e.g. ``http://127.0.0.1:41234``.
+- ``browser`` / ``page``: Debian's Chromium driven by Playwright (Playwright's own browser
+  download is never used). ``page`` refuses every request that leaves the loopback address
+  and records it in ``page.outside_requests``; console errors and uncaught exceptions are in
+  ``page.console_errors``. Tests assert both are empty.
+- ``html(response)``: BeautifulSoup of a response, to assert through CSS selectors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import uvicorn
+from bs4 import BeautifulSoup
+from fastapi.testclient import TestClient
+
+from app.main import app as cnnlab_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS_DIR = Path(os.environ.get("CNNLAB_SHOTS_DIR", "/tmp/shots"))
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+# ---------------------------------------------------------------- HTTP ----------
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(cnnlab_app) as test_client:
+        yield test_client
+    cnnlab_app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def html() -> Callable[..., BeautifulSoup]:
+    def parse(response) -> BeautifulSoup:
+        return BeautifulSoup(response.text, "html.parser")
+
+    return parse
+
+
+# ---------------------------------------------------------------- live server ----------
+
+
+class _ThreadedServer(uvicorn.Server):
+    # Signal handlers can only be installed in the main thread; the test process keeps its own.
+    def install_signal_handlers(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[str]:
+    # Bind the socket here and hand it to uvicorn, so no other process can take the port
+    # between choosing it and listening on it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    host, port = sock.getsockname()
+    config = uvicorn.Config(cnnlab_app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    server = _ThreadedServer(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-server", daemon=True)
+    thread.start()
+    base_url = f"http://{host}:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if not thread.is_alive():
+            pytest.fail("the live server thread exited before answering /healthz")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the live server did not answer {base_url}/healthz within 15 s")
+        time.sleep(0.05)
+    yield base_url
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+    if thread.is_alive():
+        pytest.fail("the live server did not shut down within 10 s")
+
+
+# ---------------------------------------------------------------- browser ----------
+
+
+def chromium_path() -> str:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(
+        "Chromium is not installed: browser tests need Debian's chromium package at /usr/bin/chromium "
+        "(run `bash scripts/test.sh`, which installs it, or `apt-get install chromium`).",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh browser context (no cookies, no localStorage) at 1280×720."""
+    # An English-speaking browser on purpose: the app must still start in Spanish.
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, locale="en-US")
+    local_host = urlsplit(live_server).netloc
+    outside_requests: list[str] = []
+
+    def only_loopback(route, request) -> None:
+        # Offline means offline: anything not served by the app under test is refused.
+        target = urlsplit(request.url)
+        if target.scheme in ("data", "blob") or target.netloc == local_host:
+            route.continue_()
+        else:
+            outside_requests.append(request.url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    browser_page = context.new_page()
+    browser_page.set_default_timeout(10_000)
+    console_errors: list[str] = []
+    browser_page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    browser_page.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+    browser_page.console_errors = console_errors
+    browser_page.outside_requests = outside_requests
+    yield browser_page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def shots_dir() -> Path:
+    SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+    return SHOTS_DIR
