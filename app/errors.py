@@ -48,6 +48,7 @@ _VALIDATION_MESSAGES = {
     "int_from_float": N_("Enter a whole number."),
     "float_parsing": N_("Enter a number."),
     "float_type": N_("Enter a number."),
+    "list_type": N_("Enter a list of numbers."),
     "finite_number": N_("Enter a finite number (not NaN or infinity)."),
     "bool_parsing": N_("Enter true or false."),
     "greater_than": N_("Must be greater than %(gt)s."),
@@ -70,9 +71,13 @@ def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[st
     for err in errors:
         loc = [str(part) for part in err.get("loc", ())]
         # ("query", "stride") -> "stride"; a body error keeps its path inside the body.
-        field = ".".join(loc[1:] if len(loc) > 1 and loc[0] in {"query", "path", "body", "header", "cookie"} else loc)
+        field = ".".join(loc[1:] if loc and loc[0] in {"query", "path", "body", "header", "cookie"} else loc)
         template = _VALIDATION_MESSAGES.get(err.get("type", ""))
-        if template is None:
+        if err.get("type") == "value_error" and "error" in (err.get("ctx") or {}):
+            # Our own validators raise ValueError with a sentence already in the request's
+            # language; pydantic would prefix it with "Value error, ".
+            message = str(err["ctx"]["error"])
+        elif template is None:
             message = str(err.get("msg", ""))
         else:
             ctx = {key: str(value) for key, value in (err.get("ctx") or {}).items()}

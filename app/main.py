@@ -10,6 +10,8 @@ from fastapi.staticfiles import StaticFiles
 from app.errors import install_error_handlers
 from app.i18n import LocaleMiddleware
 from app.routers import api, health, pages
+from app.routers import conv
+from app.routers import images as image_routes
 from app.templating import STATIC_DIR
 
 try:
@@ -28,6 +30,8 @@ def create_app() -> FastAPI:
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(image_routes.router)
+    app.include_router(conv.router)
     return app
 
 

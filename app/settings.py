@@ -7,7 +7,9 @@ Routes receive it through the ``get_settings`` dependency, so a test swaps it wi
 from __future__ import annotations
 
 import secrets
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI
@@ -32,6 +34,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=4_000_000, gt=0)
     upload_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Uploads are normalised and downscaled so their longest side is at most this many pixels;
+    # full-resolution feature maps are computed at this stored size.
+    max_stored_side: int = Field(default=1024, ge=16)
+    # Only files named by an image id are ever created or deleted here.
+    upload_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "cnnlab-uploads")
+    # Decoded pixel arrays kept in memory so a stepper request does not decode the image again.
+    image_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
 
 @lru_cache

@@ -1,0 +1,219 @@
+"""Pictures over HTTP: upload one, fetch a stored picture as PNG, list the shipped samples.
+
+The upload route parses the multipart body itself instead of declaring an ``UploadFile``
+parameter: FastAPI would read (and spool) the whole body before the route runs, and the
+size cap must hold before that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.responses import JSONResponse, Response
+
+from app import images
+from app.i18n import gettext
+from app.settings import Settings, get_settings
+
+router = APIRouter(tags=["images"])
+
+CHUNK_BYTES = 64 * 1024
+# Room for the multipart framing around the file (boundaries, part headers, file name).
+FORM_OVERHEAD_BYTES = 16 * 1024
+UPLOAD_CACHE_CONTROL = "private, max-age=31536000, immutable"  # content-addressed: never changes
+SAMPLE_CACHE_CONTROL = "public, max-age=86400"  # may change with the app's version
+
+
+class StoredImageOut(BaseModel):
+    id: str
+    width: int
+    height: int
+    channels: Literal[1, 3]
+
+
+class SampleOut(BaseModel):
+    id: str
+    title: str
+    width: int
+    height: int
+    channels: Literal[1, 3]
+    licence: str
+    url: str
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    field: str | None = None
+
+
+def _errors(*codes: int) -> dict[int | str, dict]:
+    described = {
+        400: "Empty file or a body that is not a multipart form.",
+        404: "Unknown or expired image id.",
+        413: "Too many bytes, or too many pixels (decompression bomb).",
+        415: "Not a picture, or a format other than PNG, JPEG, WebP, BMP, GIF.",
+        422: "Damaged or 0×0 picture, missing field `file`, malformed id or bad size/colour.",
+    }
+    return {code: {"model": ErrorOut, "description": described[code]} for code in codes}
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PNG, JPEG, WebP, BMP or GIF; the format is read from the content.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def _capped(stream: AsyncGenerator[bytes, None], limit: int, settings: Settings) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > limit:
+            raise images.too_many_bytes(settings)
+        yield chunk
+
+
+async def _read_capped(upload: UploadFile, settings: Settings) -> bytes:
+    """The file's bytes, reading at most ``max_upload_bytes + 1`` of them."""
+    cap = settings.max_upload_bytes
+    data = bytearray()
+    while len(data) <= cap:
+        chunk = await upload.read(min(CHUNK_BYTES, cap + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > cap:
+        raise images.too_many_bytes(settings)
+    return bytes(data)
+
+
+@router.post(
+    "/api/images",
+    name="api_upload_image",
+    status_code=201,
+    response_model=StoredImageOut,
+    responses=_errors(400, 413, 415, 422),
+    openapi_extra=_UPLOAD_BODY,
+    summary="Store an uploaded picture",
+)
+async def upload_image(request: Request, settings: Settings = Depends(get_settings)) -> JSONResponse:
+    """Check and store a picture (multipart field ``file``); returns its id and stored size.
+
+    The same picture always gets the same id. Use the id as ``image_id`` in the stepper's
+    endpoints and in ``/images/{id}.png``.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise images.no_file_error()
+    body_limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise images.too_many_bytes(settings)  # refused before a byte of the body is read
+    parser = MultiPartParser(
+        request.headers,
+        _capped(request.stream(), body_limit, settings),
+        max_files=1,
+        max_fields=8,
+        max_part_size=CHUNK_BYTES,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException:
+        raise images.no_file_error(400) from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise images.no_file_error()
+        data = await _read_capped(upload, settings)
+    finally:
+        await form.close()
+    # Decoding and resizing take tens of milliseconds: off the event loop.
+    stored = await run_in_threadpool(images.save_upload, data, upload.filename, settings)
+    body = StoredImageOut(id=stored.id, width=stored.width, height=stored.height, channels=stored.channels)
+    return JSONResponse(body.model_dump(), status_code=201)
+
+
+@router.get(
+    "/api/images/samples",
+    name="api_image_samples",
+    response_model=list[SampleOut],
+    summary="The shipped sample pictures",
+)
+def list_samples(request: Request, settings: Settings = Depends(get_settings)) -> list[SampleOut]:
+    """Every sample: its id (usable wherever an upload id is), title in the request's
+    language, stored size and licence."""
+    listed = []
+    for name, sample in images.SAMPLES.items():
+        info = images.image_info(name, settings)
+        listed.append(
+            SampleOut(
+                id=name,
+                title=gettext(sample.title),
+                width=info.width,
+                height=info.height,
+                channels=info.channels,
+                licence=gettext(sample.licence),
+                url=str(request.app.url_path_for("image_png", image_id=name)),
+            )
+        )
+    return listed
+
+
+@router.get(
+    "/images/{image_id}.png",
+    name="image_png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The picture as PNG."},
+        # Not under /api, so errors are pages (the address is also opened in a browser tab).
+        404: {"content": {"text/html": {}}, "description": "Unknown or expired image id (an error page)."},
+        422: {"content": {"text/html": {}}, "description": "Malformed id, size or colour (an error page)."},
+    },
+    summary="A stored picture as PNG",
+)
+def image_png(
+    image_id: str,
+    size: int | None = Query(
+        None,
+        ge=images.MIN_WORKING_SIZE,
+        le=images.MAX_WORKING_SIZE,
+        description="Working size: the longest side after downsampling (box filter).",
+    ),
+    color: Literal["gray", "rgb"] | None = Query(None, description="Channels of the working-size version."),
+    settings: Settings = Depends(get_settings),
+) -> Response:
+    """The stored picture, or with ``size``/``color`` the working-size version the stepper
+    computes on (small: the page enlarges it with ``image-rendering: pixelated``)."""
+    if size is None and color is None:
+        content = images.stored_png(image_id, settings)
+    else:
+        if color is None:
+            color = "gray" if images.image_info(image_id, settings).channels == 1 else "rgb"
+        content = images.to_png(images.image_array(image_id, settings, size, color))
+    cache = SAMPLE_CACHE_CONTROL if image_id in images.SAMPLES else UPLOAD_CACHE_CONTROL
+    return Response(
+        content,
+        media_type="image/png",
+        headers={"cache-control": cache, "x-content-type-options": "nosniff"},
+    )

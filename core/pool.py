@@ -1,0 +1,333 @@
+"""Pooling: max, average and global average, as forward/backward pairs, a naive loop and
+the stepper's one-window view.
+
+Layout is NCHW: x (N, C, H, W) -> out (N, C, Ho, Wo) with Ho = ⌊(H − size)/stride⌋ + 1
+(conv.output_size with no padding; stride defaults to size), and out (N, C, 1, 1) for
+global average pooling.
+
+The vectorised max pool is separable: first, for every input row, the maximum over each
+window's columns (one strided slice per column offset), then the maximum of those over
+each window's rows. Both passes keep the first maximum they meet (strict >), so a tied
+window's gradient goes to exactly one cell, the first in row-major order, as PyTorch does.
+After ReLU the blank background of a digit ties every cell of most windows at 0; routing
+the gradient to every tied cell instead would multiply it by up to four.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from .conv import _is_integral, _whole, format_factor, format_number, output_size
+
+__all__ = ["KINDS", "PoolCache", "pool_forward", "pool_backward", "pool_forward_naive", "PoolStep", "pool_step",
+           "pool_step_count"]
+
+KINDS = ("max", "avg", "global_avg")
+
+
+def _settings(kind, size, stride, H, W):
+    """Checked (size, stride, Ho, Wo)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+    if kind == "global_avg":
+        return None, None, 1, 1
+    size = _whole("pool size", size, 1)
+    stride = size if stride is None else _whole("stride", stride, 1)
+    return size, stride, output_size(H, size, stride), output_size(W, size, stride)
+
+
+def _float(x):
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
+@dataclasses.dataclass
+class PoolCache:
+    """What pool_backward needs, by name.
+
+    kind, size, stride, x_shape (N, C, H, W), out_shape (N, C, Ho, Wo), dtype.
+    For max pooling (else None):
+      col_pick (N, C, Hc, Wo) int8: for each input row r < Hc = stride·(Ho − 1) + size and
+        output column q, which window column (0 … size−1) holds the first maximum of
+        x[r, q·stride : q·stride + size];
+      row_pick (N, C, Ho, Wo) int8: which window row holds the window's first maximum.
+    The winner of window (p, q) is row p·stride + i, column q·stride + col_pick[…, p·stride + i, q]
+    with i = row_pick[…, p, q].
+    """
+    kind: str
+    size: int | None
+    stride: int | None
+    x_shape: tuple
+    out_shape: tuple
+    dtype: np.dtype
+    col_pick: np.ndarray | None = None
+    row_pick: np.ndarray | None = None
+
+
+def _rows(a, i, stride, count):
+    """Rows i, i + stride, … (count of them) of a (N, C, rows, cols)."""
+    return a[:, :, i: i + stride * (count - 1) + 1: stride, :]
+
+
+def _cols(a, j, stride, count):
+    """Columns j, j + stride, … (count of them) of a (N, C, rows, cols)."""
+    return a[:, :, :, j: j + stride * (count - 1) + 1: stride]
+
+
+def _running_max(slices, best, pick):
+    """best = elementwise max over slices; pick (int8) = index of the first slice attaining it.
+
+    Only a strictly greater value replaces the running maximum, so ties keep the earliest
+    index; since indices only grow, pick = max(pick, j·[slice j took over]) records the
+    last takeover. Two slices (the usual 2×2 window) take two passes in all.
+    """
+    if len(slices) == 1:
+        np.copyto(best, slices[0])
+        pick.fill(0)
+        return
+    np.greater(slices[1], slices[0], out=pick.view(np.bool_))
+    np.maximum(slices[0], slices[1], out=best)
+    if len(slices) > 2:
+        flag = np.empty(best.shape, np.bool_)
+        took = flag.view(np.int8)
+        for j in range(2, len(slices)):
+            np.greater(slices[j], best, out=flag)
+            np.maximum(best, slices[j], out=best)
+            np.multiply(took, np.int8(j), out=took)
+            np.maximum(pick, took, out=pick)
+
+
+def pool_forward(x, kind="max", size=2, stride=None):
+    """Pooling forward pass.
+
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo) with Ho = ⌊(H − size)/stride⌋ + 1,
+    Wo = ⌊(W − size)/stride⌋ + 1 (stride defaults to size; windows may overlap when
+    stride < size); "global_avg" gives out (N, C, 1, 1). Returns (out, PoolCache).
+    float32 stays float32, anything else becomes float64.
+    """
+    x = _float(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, C, H, W); got {x.shape}.")
+    N, C, H, W = x.shape
+    size, stride, Ho, Wo = _settings(kind, size, stride, H, W)
+    cache = PoolCache(kind, size, stride, x.shape, (N, C, Ho, Wo), x.dtype)
+    if kind == "global_avg":
+        return x.mean(axis=(2, 3), keepdims=True), cache
+    Hc = stride * (Ho - 1) + size
+    xs = x[:, :, :Hc, :]
+    across = np.empty((N, C, Hc, Wo), x.dtype)
+    out = np.empty((N, C, Ho, Wo), x.dtype)
+    if kind == "avg":
+        np.copyto(across, _cols(xs, 0, stride, Wo))
+        for j in range(1, size):
+            across += _cols(xs, j, stride, Wo)
+        np.copyto(out, _rows(across, 0, stride, Ho))
+        for i in range(1, size):
+            out += _rows(across, i, stride, Ho)
+        out /= size * size
+        return out, cache
+    cache.col_pick = np.empty(across.shape, np.int8)
+    cache.row_pick = np.empty(out.shape, np.int8)
+    _running_max([_cols(xs, j, stride, Wo) for j in range(size)], across, cache.col_pick)
+    _running_max([_rows(across, i, stride, Ho) for i in range(size)], out, cache.row_pick)
+    return out, cache
+
+
+def _spread(dst, src, pick, size, stride, part):
+    """Send src back through the `size` slices part(dst, i): all of it (average, pick None)
+    or, for max, only where pick == i. Slices that overlap (stride < size) add up; disjoint
+    ones are assigned, so dst must start zeroed wherever no slice reaches."""
+    if stride < size:
+        if pick is None:
+            for i in range(size):
+                part(dst, i)[...] += src
+            return
+        mask = np.empty(src.shape, np.bool_)
+        routed = np.empty(src.shape, src.dtype)
+        for i in range(size):
+            np.equal(pick, i, out=mask)
+            np.multiply(src, mask, out=routed)
+            part(dst, i)[...] += routed
+        return
+    if pick is None:
+        for i in range(size):
+            np.copyto(part(dst, i), src)
+    elif size == 1:
+        np.copyto(part(dst, 0), src)
+    elif size == 2:
+        # pick is 0/1 here: slice 1 gets src·pick and slice 0 the rest, two passes in all
+        np.multiply(src, pick, out=part(dst, 1))
+        np.subtract(src, part(dst, 1), out=part(dst, 0))
+    else:
+        mask = np.empty(src.shape, np.bool_)
+        for i in range(size):
+            np.equal(pick, i, out=mask)
+            np.multiply(src, mask, out=part(dst, i))
+
+
+def pool_backward(dout, cache):
+    """Backward pass of pool_forward.
+
+    dout: (N, C, Ho, Wo) (or (N, C, 1, 1) for global_avg) -> dx: (N, C, H, W).
+    Max: each window's gradient goes to its first maximum in row-major order; windows that
+    overlap (stride < size) add up. Average: each window's gradient is shared equally.
+    """
+    N, C, H, W = cache.x_shape
+    _, _, Ho, Wo = cache.out_shape
+    dout = np.asarray(dout, dtype=cache.dtype)
+    if dout.shape != cache.out_shape:
+        raise ValueError(f"dout must have shape {cache.out_shape}; got {dout.shape}.")
+    if cache.kind == "global_avg":
+        return np.broadcast_to(dout / (H * W), (N, C, H, W)).copy()
+    size, stride = cache.size, cache.stride
+    Hc, Wc = stride * (Ho - 1) + size, stride * (Wo - 1) + size
+    # When the windows tile the input exactly every cell is written below; otherwise the
+    # cells no window reaches must read 0.
+    tiles = stride == size
+    across = (np.empty if tiles else np.zeros)((N, C, Hc, Wo), cache.dtype)
+    dx = (np.empty if tiles and (Hc, Wc) == (H, W) else np.zeros)((N, C, H, W), cache.dtype)
+    if cache.kind == "avg":
+        dout = dout / (size * size)
+    _spread(across, dout, cache.row_pick, size, stride, lambda a, i: _rows(a, i, stride, Ho))
+    _spread(dx[:, :, :Hc, :], across, cache.col_pick, size, stride, lambda a, j: _cols(a, j, stride, Wo))
+    return dx
+
+
+def pool_forward_naive(x, kind="max", size=2, stride=None):
+    """Explicit loops over images, channels, rows and columns; one window at a time.
+
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo), Ho = ⌊(H − size)/stride⌋ + 1 (or (N, C, 1, 1)
+    for global_avg).
+    """
+    x = _float(x)
+    N, C, H, W = x.shape
+    size, stride, Ho, Wo = _settings(kind, size, stride, H, W)
+    out = np.zeros((N, C, Ho, Wo), x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for row in range(Ho):
+                for col in range(Wo):
+                    if kind == "global_avg":
+                        window = x[n, c]
+                    else:
+                        window = x[n, c, row * stride: row * stride + size, col * stride: col * stride + size]
+                    out[n, c, row, col] = window.max() if kind == "max" else window.mean()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The stepper: one window written out
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PoolStep:
+    """One output value of the pooling of a single image, with the window that makes it.
+
+    kind; channel, row, col: the output position; step: its index in row-major order over
+    (channel, row, col); steps: C·Ho·Wo; out_shape: (C, Ho, Wo); size, stride (None for
+    global_avg).
+    window: the window's values as a list of rows; window_rows, window_cols: their input
+    coordinates. winner: (row, col) in the input of the cell that wins a max window (the
+    first maximum in row-major order, the one that receives the gradient); None otherwise.
+    value: the output; text: ``max(3, 7, 1, 7) = 7`` or ``(1 + 2 + 3 + 4) / 4 = 2.5``.
+    Integer inputs (integer dtype, or floats with whole values) give Python ints, and an
+    average that comes out whole is an int too.
+    """
+    kind: str
+    channel: int
+    row: int
+    col: int
+    step: int
+    steps: int
+    out_shape: tuple
+    size: int | None
+    stride: int | None
+    window: list
+    window_rows: list
+    window_cols: list
+    winner: tuple | None
+    value: object
+    text: str
+
+
+def _image(x):
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or min(x.shape) < 1:
+        raise ValueError(f"x must be one image of shape (C, H, W) or (H, W); got {x.shape}.")
+    if x.dtype.kind not in "iubf":
+        raise ValueError(f"x must hold numbers; got dtype {x.dtype}.")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or infinity.")
+    return x
+
+
+def pool_step_count(x, kind="max", size=2, stride=None):
+    """Number of stepper positions C·Ho·Wo for one image x (C, H, W) or (H, W) (array or shape)."""
+    shape = tuple(np.shape(x))
+    if len(shape) == 2:
+        shape = (1,) + shape
+    if len(shape) != 3:
+        raise ValueError(f"x must be one image of shape (C, H, W) or (H, W); got {shape}.")
+    C, H, W = shape
+    _, _, Ho, Wo = _settings(kind, size, stride, H, W)
+    return C * Ho * Wo
+
+
+def pool_step(x, kind="max", size=2, stride=None, step=None, position=None):
+    """One output position of pooling a single image x (C, H, W) (or (H, W)), written out.
+
+    position=(channel, row, col) or step k (row-major over channels, rows, columns;
+    default 0). Returns a PoolStep whose value equals pool_forward(x[None], ...)[0][0, channel, row, col].
+    """
+    x = _image(x)
+    C, H, W = x.shape
+    size, stride, Ho, Wo = _settings(kind, size, stride, H, W)
+    steps = C * Ho * Wo
+    if step is not None and position is not None:
+        raise ValueError("give either step or position, not both.")
+    if position is not None:
+        if len(position) != 3:
+            raise ValueError(f"position must be (channel, row, col); got {position!r}.")
+        c, row, col = (_whole(name, v, 0) for name, v in zip(("channel", "row", "col"), position))
+        if c >= C or row >= Ho or col >= Wo:
+            raise ValueError(f"position {(c, row, col)} is outside the output (C, Ho, Wo) = {(C, Ho, Wo)}.")
+        step = (c * Ho + row) * Wo + col
+    else:
+        step = 0 if step is None else _whole("step", step, 0)
+        if step >= steps:
+            raise ValueError(f"step {step} is past the last one; there are {steps} steps (0 to {steps - 1}).")
+        c, rest = divmod(step, Ho * Wo)
+        row, col = divmod(rest, Wo)
+
+    if kind == "global_avg":
+        rows, cols = list(range(H)), list(range(W))
+    else:
+        rows = list(range(row * stride, row * stride + size))
+        cols = list(range(col * stride, col * stride + size))
+    exact = _is_integral(x)
+    number = int if exact else float
+    window = [[number(x[c, r, q]) for q in cols] for r in rows]
+    flat = [v for line in window for v in line]
+    winner = None
+    if kind == "max":
+        value = max(flat)
+        first = flat.index(value)  # row-major: the cell that receives the gradient
+        winner = (rows[first // len(cols)], cols[first % len(cols)])
+        text = f"max({', '.join(format_number(v) for v in flat)}) = {format_number(value)}"
+    else:
+        count = len(flat)
+        if exact:
+            mean = Fraction(sum(flat), count)
+            value = int(mean) if mean.denominator == 1 else float(mean)
+        else:
+            value = math.fsum(flat) / count
+        text = f"({' + '.join(format_factor(v) for v in flat)}) / {count} = {format_number(value)}"
+    return PoolStep(kind=kind, channel=c, row=row, col=col, step=step, steps=steps, out_shape=(C, Ho, Wo),
+                    size=size, stride=stride, window=window, window_rows=rows, window_cols=cols, winner=winner,
+                    value=value, text=text)
