@@ -3,9 +3,11 @@
     python benchmarks/bench_conv.py [--reps 30] [--threads N] [--only full|tiny] [--cpu-time]
 
 Blocks of runs are interleaved (ours, theirs, ours, theirs, …, each after a short pause)
-so a noisy machine slows both sides alike, and medians per call are quoted. PyTorch gets as many threads as OpenBLAS has (or --threads,
-which sets both). Without torch, the single-channel forward is compared with
-scipy.signal.correlate2d instead (and the rest is skipped).
+so a noisy machine slows both sides alike, and medians per call are quoted. PyTorch gets
+as many threads as OpenBLAS has (or --threads, which sets both). Without torch, the
+single-channel forward is compared with scipy.signal.correlate2d instead (and the rest is
+skipped). OPENBLAS_* variables are reported, never changed: to compare, unset them on the
+command line for a second run.
 
 Cases (float32, as in training):
   conv 512×512 3×3 "same", C=1 → F=1 and C=3 → F=8: forward (goals: ≤ 0.8× and ≤ 2.5× torch),
@@ -50,11 +52,12 @@ def _openblas():
     folder = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
     for path in glob.glob(os.path.join(folder, "libscipy_openblas*")) + glob.glob(os.path.join(folder, "libopenblas*")):
         lib = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
-            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and put is not None:
-                return get, put
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    return get, put
     return None
 
 
@@ -163,13 +166,13 @@ def tiny_step_numpy(rng, x, y):
     b = np.zeros(8, np.float32)
     wd = (rng.standard_normal((D, 10)) * np.sqrt(2 / D)).astype(np.float32)
     bd = np.zeros(10, np.float32)
-    ws = Workspace()
+    conv_ws, pool_ws = Workspace(), Workspace()
     rows = np.arange(N)
 
     def step():
-        out, conv_cache = conv_forward(x, w, b, padding=1, workspace=ws)
+        out, conv_cache = conv_forward(x, w, b, padding=1, workspace=conv_ws)
         np.maximum(out, 0, out=out)
-        pooled, pool_cache = pool_forward(out, "max", 2)
+        pooled, pool_cache = pool_forward(out, "max", 2, workspace=pool_ws)
         h = pooled.reshape(N, -1)
         logits = h @ wd + bd
         logits -= logits.max(axis=1, keepdims=True)

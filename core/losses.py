@@ -63,7 +63,9 @@ def _target_as_probabilities(target, N, K, dtype):
     """
     t = np.asarray(target)
     if t.dtype.kind in "iu" and t.shape == (N,):
-        if N and (t.min() < 0 or t.max() >= K):
+        # Seen as unsigned, a negative label is huge: one max() checks both ends.
+        unsigned = t.view(np.dtype(f"u{t.itemsize}")) if t.dtype.kind == "i" else t
+        if N and unsigned.max() >= K:
             raise ValueError(f"labels must be in 0..{K - 1} for {K} classes; got {t.min()}..{t.max()}")
         return None, t
     if t.shape == (N, K):
@@ -98,9 +100,9 @@ def cross_entropy(logits, target):
     p, labels = _target_as_probabilities(target, N, K, z.dtype)
 
     # Softmax and log-softmax from one exponential: q = e / s, log q = shifted − log s.
-    shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
+    shifted = z - z.max(axis=1, keepdims=True)
     e = np.exp(shifted)
-    s = np.add.reduce(e, axis=1, keepdims=True)
+    s = e.sum(axis=1, keepdims=True)
     dlogits = e
     dlogits /= s
     log_s = np.log(s)
@@ -108,7 +110,7 @@ def cross_entropy(logits, target):
         # Only log q at the labels is needed: Σ_n log q[n, y_n] = Σ_n shifted[n, y_n] − Σ_n log s_n.
         rows = np.arange(N)
         picked = shifted[rows, labels]
-        loss = (float(log_s.sum(dtype=np.float64)) - float(picked.sum(dtype=np.float64))) / N
+        loss = (float(log_s.sum()) - float(picked.sum())) / N
         dlogits[rows, labels] -= 1
     else:
         # p·log q with p = 0 contributes exactly 0 because log q is always finite.

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .conv import _is_integral, _whole, format_factor, format_number, output_size
+from .conv import _FRESH, _is_integral, _whole, format_factor, format_number, output_size
 
 __all__ = ["KINDS", "PoolCache", "pool_forward", "pool_backward", "pool_forward_naive", "PoolStep", "pool_step",
            "pool_step_count"]
@@ -49,7 +49,8 @@ def _float(x):
 class PoolCache:
     """What pool_backward needs, by name.
 
-    kind, size, stride, x_shape (N, C, H, W), out_shape (N, C, Ho, Wo), dtype.
+    kind, size, stride, x_shape (N, C, H, W), out_shape (N, C, Ho, Wo), dtype;
+    workspace and generation (to detect a workspace reused before this backward).
     For max pooling (else None):
       col_pick (N, C, Hc, Wo) int8: for each input row r < Hc = stride·(Ho − 1) + size and
         output column q, which window column (0 … size−1) holds the first maximum of
@@ -64,6 +65,8 @@ class PoolCache:
     x_shape: tuple
     out_shape: tuple
     dtype: np.dtype
+    workspace: object
+    generation: int
     col_pick: np.ndarray | None = None
     row_pick: np.ndarray | None = None
 
@@ -101,26 +104,31 @@ def _running_max(slices, best, pick):
             np.maximum(pick, took, out=pick)
 
 
-def pool_forward(x, kind="max", size=2, stride=None):
+def pool_forward(x, kind="max", size=2, stride=None, *, workspace=None):
     """Pooling forward pass.
 
     x: (N, C, H, W) -> out: (N, C, Ho, Wo) with Ho = ⌊(H − size)/stride⌋ + 1,
     Wo = ⌊(W − size)/stride⌋ + 1 (stride defaults to size; windows may overlap when
     stride < size); "global_avg" gives out (N, C, 1, 1). Returns (out, PoolCache).
     float32 stays float32, anything else becomes float64.
+    workspace: an optional core.conv.Workspace whose buffers are reused (out included;
+    see Workspace).
     """
     x = _float(x)
     if x.ndim != 4:
         raise ValueError(f"x must have shape (N, C, H, W); got {x.shape}.")
     N, C, H, W = x.shape
     size, stride, Ho, Wo = _settings(kind, size, stride, H, W)
-    cache = PoolCache(kind, size, stride, x.shape, (N, C, Ho, Wo), x.dtype)
+    ws = _FRESH if workspace is None else workspace
+    if workspace is not None:
+        workspace.generation += 1
+    cache = PoolCache(kind, size, stride, x.shape, (N, C, Ho, Wo), x.dtype, ws, ws.generation)
     if kind == "global_avg":
         return x.mean(axis=(2, 3), keepdims=True), cache
     Hc = stride * (Ho - 1) + size
     xs = x[:, :, :Hc, :]
-    across = np.empty((N, C, Hc, Wo), x.dtype)
-    out = np.empty((N, C, Ho, Wo), x.dtype)
+    across = ws.buffer("pool.across", (N, C, Hc, Wo), x.dtype)
+    out = ws.buffer("pool.out", (N, C, Ho, Wo), x.dtype)
     if kind == "avg":
         np.copyto(across, _cols(xs, 0, stride, Wo))
         for j in range(1, size):
@@ -130,8 +138,8 @@ def pool_forward(x, kind="max", size=2, stride=None):
             out += _rows(across, i, stride, Ho)
         out /= size * size
         return out, cache
-    cache.col_pick = np.empty(across.shape, np.int8)
-    cache.row_pick = np.empty(out.shape, np.int8)
+    cache.col_pick = ws.buffer("pool.col_pick", across.shape, np.int8)
+    cache.row_pick = ws.buffer("pool.row_pick", out.shape, np.int8)
     _running_max([_cols(xs, j, stride, Wo) for j in range(size)], across, cache.col_pick)
     _running_max([_rows(across, i, stride, Ho) for i in range(size)], out, cache.row_pick)
     return out, cache
@@ -178,18 +186,27 @@ def pool_backward(dout, cache):
     """
     N, C, H, W = cache.x_shape
     _, _, Ho, Wo = cache.out_shape
+    if cache.generation != cache.workspace.generation:
+        raise RuntimeError("this cache's workspace was used by a later forward pass; "
+                           "run backward before the next forward with the same workspace")
     dout = np.asarray(dout, dtype=cache.dtype)
     if dout.shape != cache.out_shape:
         raise ValueError(f"dout must have shape {cache.out_shape}; got {dout.shape}.")
+    ws = cache.workspace
+    dx = ws.buffer("pool.dx", (N, C, H, W), cache.dtype)
     if cache.kind == "global_avg":
-        return np.broadcast_to(dout / (H * W), (N, C, H, W)).copy()
+        np.copyto(dx, dout / (H * W))
+        return dx
     size, stride = cache.size, cache.stride
     Hc, Wc = stride * (Ho - 1) + size, stride * (Wo - 1) + size
+    across = ws.buffer("pool.across", (N, C, Hc, Wo), cache.dtype)
     # When the windows tile the input exactly every cell is written below; otherwise the
     # cells no window reaches must read 0.
     tiles = stride == size
-    across = (np.empty if tiles else np.zeros)((N, C, Hc, Wo), cache.dtype)
-    dx = (np.empty if tiles and (Hc, Wc) == (H, W) else np.zeros)((N, C, H, W), cache.dtype)
+    if not tiles:
+        across.fill(0)
+    if not (tiles and (Hc, Wc) == (H, W)):
+        dx.fill(0)
     if cache.kind == "avg":
         dout = dout / (size * size)
     _spread(across, dout, cache.row_pick, size, stride, lambda a, i: _rows(a, i, stride, Ho))

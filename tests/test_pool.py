@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from core.conv import Workspace
 from core.pool import (
     KINDS,
     pool_backward,
@@ -33,7 +34,8 @@ def test_naive_matches_vectorised():
                 x = rng.standard_normal((2, 3, H, W))
                 out, _ = pool_forward(x, kind, size, stride)
                 naive = pool_forward_naive(x, kind, size, stride)
-                np.testing.assert_allclose(out, naive, rtol=1e-12, atol=1e-12, err_msg=f"{kind} {size} {stride} {H}×{W}")
+                np.testing.assert_allclose(out, naive, rtol=1e-12, atol=1e-12,
+                                           err_msg=f"{kind} {size} {stride} {H}×{W}")
                 if kind == "global_avg":
                     assert out.shape == (2, 3, 1, 1)
 
@@ -135,6 +137,25 @@ def test_avg_and_global_avg_backward_by_hand():
     out, cache = pool_forward(x, "global_avg")
     assert out.shape == (1, 1, 1, 1) and out[0, 0, 0, 0] == 7.5
     np.testing.assert_array_equal(pool_backward(np.full((1, 1, 1, 1), 16.0), cache), np.ones((1, 1, 4, 4)))
+
+
+def test_workspace_reuse_gives_the_same_numbers_and_refuses_stale_caches():
+    rng = np.random.default_rng(4)
+    for kind in KINDS:
+        for size, stride in WINDOWS:
+            ws = Workspace()
+            for _ in range(3):  # buffers come back holding the last step's numbers
+                x = distinct_values(rng, (2, 3, 7, 8)).astype(np.float32)
+                out, cache = pool_forward(x, kind, size, stride, workspace=ws)
+                ref_out, ref_cache = pool_forward(x, kind, size, stride)
+                np.testing.assert_array_equal(out, ref_out)
+                dout = rng.standard_normal(out.shape).astype(np.float32)
+                dx = pool_backward(dout, cache)
+                np.testing.assert_array_equal(dx, pool_backward(dout, ref_cache), err_msg=f"{kind} {size} {stride}")
+            _, stale = pool_forward(x, kind, size, stride, workspace=ws)
+            pool_forward(x, kind, size, stride, workspace=ws)
+            with pytest.raises(RuntimeError, match="workspace"):
+                pool_backward(dout, stale)
 
 
 # ---------------------------------------------------------------------------
