@@ -25,12 +25,14 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -39,7 +41,7 @@ from app import images
 from app.errors import InputError
 from app.i18n import N_, gettext as _
 from app.lesson import SECTIONS, is_served
-from app.settings import Settings, get_settings
+from app.settings import Settings, get_settings, settings_for
 from app.templating import add_vary, render, wants_fragment
 from core import kernels
 from core.conv import (
@@ -736,13 +738,16 @@ def fit_report(s: ConvState, H: int, W: int) -> dict:
 
 class _LRU:
     """A thread-safe least-recently-used map bounded by the bytes of its values (arrays or
-    bytes): a full-resolution feature map of a large upload can weigh tens of megabytes."""
+    bytes, or what ``size`` says): a full-resolution feature map of a large upload can weigh
+    tens of megabytes."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, size: Callable[[Any], int] | None = None) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        if size is not None:
+            self._size = size
 
     @staticmethod
     def _size(value: Any) -> int:
@@ -770,6 +775,10 @@ class _LRU:
 
 _maps = _LRU(192 * 1024 * 1024)
 _pngs = _LRU(48 * 1024 * 1024)
+# Formatting a number costs a few microseconds and a grid holds hundreds of them, the same
+# at every step of a view; each kept text is counted as 64 bytes.
+TEXT_BYTES = 64
+_texts = _LRU(16 * 1024 * 1024, size=lambda texts: TEXT_BYTES * texts["count"])
 
 
 def working_array(state: ConvState, settings: Settings, res: str) -> np.ndarray:
@@ -890,8 +899,40 @@ def term_colour(i: int, j: int, HH: int, WW: int) -> int | str:
     return i * WW + j if HH * WW <= TERM_COLOURS else "w"
 
 
-def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> dict:
-    """Everything the stepper block shows for the current step."""
+class Item(SimpleNamespace):
+    """A record the stepper template reads (``cell.text``). Jinja looks ``a.b`` up as an
+    attribute first and only then as a key, so on a dict every lookup fails once before it
+    succeeds; a step does thousands of them, and records cut the rendering time by about a third."""
+
+
+def grid_texts(state: ConvState, x: np.ndarray, out: np.ndarray, numbers_in: bool, numbers_out: bool) -> dict:
+    """The numbers the stepper's grids show, formatted once per view: every step of a view
+    shows the same values and only marks different cells.
+
+    x: (C, H, W), out: (F, Ho, Wo) as shown (ReLU applied). "input": per channel, rows of
+    texts (when the input is drawn as numbers); "output": per filter, rows of (short text,
+    full text, tint class) (when the output is drawn as numbers).
+    """
+
+    def make() -> dict:
+        texts: dict[str, Any] = {"input": None, "output": None, "count": 0}
+        if numbers_in:
+            texts["input"] = [[[format_number(v) for v in row] for row in channel] for channel in x.tolist()]
+            texts["count"] += x.size
+        if numbers_out:
+            texts["output"] = []
+            for f in range(out.shape[0]):
+                m = float(np.abs(out[f]).max())
+                texts["output"].append([[(short_number(v), format_number(v), tint_class(float(v), m)) for v in row]
+                                        for row in out[f]])
+            texts["count"] += 3 * out.size
+        return texts
+
+    return _texts.get_or_make((state.compute_key("work"), state.relu, numbers_in, numbers_out), make)
+
+
+def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
+    """Everything the stepper block shows for the current step (records of ``Item``)."""
     C, H, W = x.shape
     F, _C, HH, WW = state.kernel.shape
     Ho, Wo = geometry.Ho, geometry.Wo
@@ -904,6 +945,7 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> dict:
     names = channel_names(C)
     picture_input = H + pt + pb > NUMBERS_MAX_SIDE or W + pl + pr > NUMBERS_MAX_SIDE
     picture_output = Ho > NUMBERS_MAX_SIDE or Wo > NUMBERS_MAX_SIDE
+    texts = grid_texts(state, x, out, not picture_input, not picture_output)
     query = state.query()
 
     # One entry per (channel, window position): the colour and the numbers of each term.
@@ -916,118 +958,117 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> dict:
             i, j = divmod(n, WW)
             tag = f"{c}-{i}-{j}"
             colour = term_colour(i, j, HH, WW)
-            grid_terms.append({"i": i, "j": j, "tag": tag, "colour": colour, "term": t,
-                               "input": format_number(t.input), "weight": format_number(t.weight),
-                               "product": format_number(t.product), "pad": t.padding})
+            grid_terms.append(Item(i=i, j=j, tag=tag, colour=colour, term=t,
+                                   input=format_number(t.input), weight=format_number(t.weight),
+                                   product=format_number(t.product), pad=t.padding))
             cells[(t.row, t.col)] = grid_terms[-1]
         rows = [grid_terms[i * WW:(i + 1) * WW] for i in range(HH)]
-        entry = {"c": c, "name": names[c], "rows": rows, "terms": grid_terms, "table": None, "picture": None,
-                 "sum": st.channel_sums[c], "sum_text": format_number(st.channel_sums[c])}
+        entry = Item(c=c, name=names[c], rows=rows, terms=grid_terms, table=None, picture=None,
+                     sum=st.channel_sums[c], sum_text=format_number(st.channel_sums[c]))
         if picture_input:
-            entry["picture"] = {
-                "src": f"/conv/input.png?{query}&res=work&channel={c}",
-                "width": W + pl + pr, "height": H + pt + pb, "x": pl, "y": pt, "W": W, "H": H,
-                "cells": [{"x": t["term"].col + pl, "y": t["term"].row + pt, "colour": t["colour"], "tag": t["tag"]}
-                          for t in grid_terms],
-                "box": {"x": min(st.window_cols) + pl, "y": min(st.window_rows) + pt,
-                        "w": max(st.window_cols) - min(st.window_cols) + 1, "h": max(st.window_rows) - min(st.window_rows) + 1},
-            }
+            entry.picture = Item(
+                src=f"/conv/input.png?{query}&res=work&channel={c}",
+                width=W + pl + pr, height=H + pt + pb, x=pl, y=pt, W=W, H=H,
+                cells=[Item(x=t.term.col + pl, y=t.term.row + pt, colour=t.colour, tag=t.tag) for t in grid_terms],
+                box=Item(x=min(st.window_cols) + pl, y=min(st.window_rows) + pt,
+                         w=max(st.window_cols) - min(st.window_cols) + 1, h=max(st.window_rows) - min(st.window_rows) + 1),
+            )
         else:
             table = []
+            values = texts["input"][c]
             for r in range(-pt, H + pb):
                 row = []
                 for q in range(-pl, W + pr):
                     inside = 0 <= r < H and 0 <= q < W
                     term = cells.get((r, q))
-                    row.append({"text": format_number(x[c, r, q]) if inside else "0", "pad": not inside,
-                                "colour": term["colour"] if term else None, "tag": term["tag"] if term else None})
+                    row.append(Item(text=values[r][q] if inside else "0", pad=not inside,
+                                    colour=term.colour if term else None, tag=term.tag if term else None))
                 table.append(row)
-            entry["table"] = table
+            entry.table = table
         per_channel.append(entry)
 
     # The output maps: cells before this step are filled in, the current one is marked.
     maps = []
     for f in range(F):
-        m = float(np.abs(out[f]).max())
         first = f * Ho * Wo
-        entry = {"f": f, "first": first, "Ho": Ho, "Wo": Wo, "rows": None, "picture": None}
+        entry = Item(f=f, first=first, Ho=Ho, Wo=Wo, rows=None, picture=None)
         if picture_output:
             done_rows = 0 if f > st.filter else (Ho if f < st.filter else st.row)
-            entry["picture"] = {
-                "src": f"/conv/output.png?{query}&res=work&filter={f}",
-                "masks": _masks(f, st, Ho, Wo),
-                "current": {"x": st.col, "y": st.row} if f == st.filter else None,
-                "done_rows": done_rows,
-            }
+            entry.picture = Item(
+                src=f"/conv/output.png?{query}&res=work&filter={f}",
+                masks=_masks(f, st, Ho, Wo),
+                current=Item(x=st.col, y=st.row) if f == st.filter else None,
+                done_rows=done_rows,
+            )
         else:
             rows = []
+            values = texts["output"][f]
             for r in range(Ho):
                 row = []
                 for q in range(Wo):
                     k = first + r * Wo + q
-                    v = out[f, r, q]
+                    short, full, tint = values[r][q]
                     status = "done" if k < st.step else ("current" if k == st.step else "todo")
-                    row.append({"step": k, "row": r, "col": q, "status": status,
-                                "text": short_number(v) if status != "todo" else "",
-                                "full": format_number(v), "tint": tint_class(float(v), m) if status != "todo" else ""})
+                    row.append(Item(step=k, row=r, col=q, status=status, text=short if status != "todo" else "",
+                                    full=full, tint=tint if status != "todo" else ""))
                 rows.append(row)
-            entry["rows"] = rows
+            entry.rows = rows
         maps.append(entry)
 
     sum_line = _sum_parts(st, per_channel, C)
     value = st.value
-    return {
-        "step": st.step, "steps": steps, "last": steps - 1, "filter": st.filter, "row": st.row, "col": st.col,
-        "F": F, "C": C, "HH": HH, "WW": WW, "Ho": Ho, "Wo": Wo, "H": H, "W": W,
-        "channels": per_channel, "maps": maps, "picture_input": picture_input, "picture_output": picture_output,
-        "sum": sum_line, "value": format_number(value), "text": st.text,
-        "relu": state.relu, "relu_value": format_number(max(value, 0)),
-        "bias": None if st.bias is None else format_factor(st.bias), "flipped": state.mode == "conv",
-        "state_pairs": state.pairs(),
-    }
+    return Item(
+        step=st.step, steps=steps, last=steps - 1, filter=st.filter, row=st.row, col=st.col,
+        F=F, C=C, HH=HH, WW=WW, Ho=Ho, Wo=Wo, H=H, W=W,
+        channels=per_channel, maps=maps, picture_input=picture_input, picture_output=picture_output,
+        sum=sum_line, value=format_number(value), text=st.text,
+        relu=state.relu, relu_value=format_number(max(value, 0)),
+        bias=None if st.bias is None else format_factor(st.bias), flipped=state.mode == "conv",
+        state_pairs=state.pairs(),
+    )
 
 
-def _masks(f: int, st: Any, Ho: int, Wo: int) -> list[dict]:
+def _masks(f: int, st: Any, Ho: int, Wo: int) -> list[Item]:
     """Rectangles hiding the cells not computed yet (in cell units)."""
     if f < st.filter:
         return []
     if f > st.filter:
-        return [{"x": 0, "y": 0, "w": Wo, "h": Ho}]
+        return [Item(x=0, y=0, w=Wo, h=Ho)]
     masks = []
     if st.col + 1 < Wo:
-        masks.append({"x": st.col + 1, "y": st.row, "w": Wo - st.col - 1, "h": 1})
+        masks.append(Item(x=st.col + 1, y=st.row, w=Wo - st.col - 1, h=1))
     if st.row + 1 < Ho:
-        masks.append({"x": 0, "y": st.row + 1, "w": Wo, "h": Ho - st.row - 1})
+        masks.append(Item(x=0, y=st.row + 1, w=Wo, h=Ho - st.row - 1))
     return masks
 
 
-def _piece(text: str, **marks: Any) -> dict:
+def _piece(text: str, **marks: Any) -> Item:
     """One piece of the written sum; ``tag``/``colour`` link a term to its cells."""
-    return {"text": text, "tag": None, "colour": None, "pad": False, "channel": None, "bias": False, **marks}
+    return Item(**{"text": text, "tag": None, "colour": None, "pad": False, "channel": None, "bias": False, **marks})
 
 
-def _sum_parts(st: Any, per_channel: list, C: int) -> dict:
+def _sum_parts(st: Any, per_channel: list, C: int) -> Item:
     """The written sum as coloured pieces: for one channel the slides' line; for several,
     one line per channel and then ``R + G + B + b = value``."""
     lines = []
     for entry in per_channel:
         pieces = []
-        for n, t in enumerate(entry["terms"]):
+        for n, t in enumerate(entry.terms):
             if n:
                 pieces.append(_piece(" + "))
-            pieces.append(_piece(f"{format_factor(t['term'].input)}\u00b7{format_factor(t['term'].weight)}",
-                                 colour=t["colour"], tag=t["tag"], pad=t["pad"]))
-        lines.append({"name": entry["name"], "pieces": pieces, "sum": entry["sum_text"]})
+            pieces.append(_piece(f"{format_factor(t.term.input)}\u00b7{format_factor(t.term.weight)}",
+                                 colour=t.colour, tag=t.tag, pad=t.pad))
+        lines.append(Item(name=entry.name, pieces=pieces, sum=entry.sum_text))
     total = []
     if C > 1:
         for n, entry in enumerate(per_channel):
             if n:
                 total.append(_piece(" + "))
-            total.append(_piece(format_factor(entry["sum"]), channel=entry["name"]))
+            total.append(_piece(format_factor(entry.sum), channel=entry.name))
         if st.bias is not None:
             total.append(_piece(" + "))
             total.append(_piece(format_factor(st.bias), bias=True))
-    return {"lines": lines, "total": total}
+    return Item(lines=lines, total=total)
 
 
 # ------------------------------------------------------------------------------ the settings form
@@ -1226,7 +1267,7 @@ def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block:
 
 
 @router.get("/conv", name="conv", response_class=HTMLResponse)
-def conv_page(request: Request, settings: Settings = Depends(get_settings)) -> Response:
+async def conv_page(request: Request) -> Response:
     """The convolution stepper. Every parameter is optional; the defaults are the slides' example.
 
     Input (one of):
@@ -1251,6 +1292,20 @@ def conv_page(request: Request, settings: Settings = Depends(get_settings)) -> R
     (``w_f_c_i_j``, ``g_i_j``, ``b_f``) and choices (``source``, ``ksize``, ``filters``,
     ``use_f``, ``random``); they are folded into the canonical parameters above.
     """
+    settings = settings_for(request.app)
+    if wants_fragment(request) and request.headers.get("hx-target") == "conv-stepper":
+        # A step (→, ←, a clicked cell) reads the arrays the page load cached, runs one
+        # conv_step and renders the stepper: a few milliseconds, never a full-resolution
+        # map. Handed to a worker thread, it costs more than the step itself once a class
+        # steps at once, the threads queueing for the GIL (benchmarks/bench_stepper_load.py);
+        # so it runs here. Only after a cache eviction does a step decode its picture again
+        # (up to ~30 ms for a 1024-pixel upload), and then once.
+        return _conv_view(request, settings)
+    # The page and the settings may decode a picture and compute a full-resolution map.
+    return await run_in_threadpool(_conv_view, request, settings)
+
+
+def _conv_view(request: Request, settings: Settings) -> Response:
     parsed = read_state(request.query_params, settings)
     form_submission = any(_FORM_ONLY.fullmatch(k) for k in request.query_params)
     htmx = wants_fragment(request)
@@ -1378,8 +1433,6 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
     ``HX-Push-Url``). A bad file: the same view as before with the message next to the
     upload control; nothing else changes.
     """
-    from fastapi.concurrency import run_in_threadpool
-
     state_text = ""
     error = None
     stored = None
