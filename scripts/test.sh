@@ -17,7 +17,7 @@ apt_install() {
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "scripts/test.sh: installing chromium with apt-get" >&2
-  apt_install chromium
+  apt_install chromium fonts-dejavu-core fonts-liberation
 fi
 
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
