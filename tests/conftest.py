@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import urllib.request
@@ -27,7 +29,13 @@ import uvicorn
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 
-from app.main import app as cnnlab_app
+# Each test session stores uploads in a folder of its own, so parallel runs (and a running
+# app) never sweep or read each other's files. Set before the app reads its settings.
+if "CNNLAB_UPLOAD_DIR" not in os.environ:
+    os.environ["CNNLAB_UPLOAD_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-uploads-")
+    atexit.register(shutil.rmtree, os.environ["CNNLAB_UPLOAD_DIR"], True)
+
+from app.main import app as cnnlab_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS_DIR = Path(os.environ.get("CNNLAB_SHOTS_DIR", "/tmp/shots"))
@@ -150,7 +158,10 @@ def page(browser, live_server):
     browser_page = context.new_page()
     browser_page.set_default_timeout(10_000)
     console_errors: list[str] = []
-    browser_page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    browser_page.on(
+        "console",
+        lambda msg: console_errors.append(f"{msg.text} [{msg.location.get('url', '')}]") if msg.type == "error" else None,
+    )
     browser_page.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
     browser_page.console_errors = console_errors
     browser_page.outside_requests = outside_requests

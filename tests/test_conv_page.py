@@ -16,7 +16,7 @@ from PIL import Image
 
 from app import images
 from app.i18n import gettext, use_locale
-from app.routers.conv import parse_kernel
+from app.conv_state import parse_kernel
 from app.settings import Settings, get_settings
 from core import kernels
 from core.conv import conv_forward, conv_step

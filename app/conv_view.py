@@ -1,0 +1,545 @@
+"""What the convolution stepper shows for a state: the working-size arrays and feature maps
+(cached), the pictures, the stepper's cells and written-out sums, the settings form.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from PIL import Image
+
+from app import images
+from app.conv_state import (
+    CHANNEL_NAMES_RGB,
+    MAX_DILATION,
+    MAX_FILTERS,
+    MAX_GRID,
+    MAX_KERNEL,
+    MAX_PADDING,
+    MAX_SIZE,
+    MAX_STRIDE,
+    MIN_SIZE,
+    MODES,
+    NUMBERS_MAX_SIDE,
+    PICTURE_SIDE,
+    PRESET_LABELS,
+    TERM_COLOURS,
+    TINT_LEVELS,
+    ConvState,
+    FieldError,
+    Parsed,
+    ascii_number,
+    fit_report,
+    format_kernel,
+    parse_number,
+    where_kernel,
+    working_array,
+)
+from app.i18n import gettext as _
+from app.lesson import SECTIONS
+from app.settings import Settings
+from core.conv import (
+    conv_forward,
+    conv_step,
+    format_factor,
+    format_number,
+)
+
+# ============================================================================== arrays and caches
+
+
+class _LRU:
+    """A thread-safe least-recently-used map bounded by the bytes of its values (arrays or
+    bytes, or what ``size`` says): a full-resolution feature map of a large upload can weigh
+    tens of megabytes."""
+
+    def __init__(self, max_bytes: int, size: Callable[[Any], int] | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        if size is not None:
+            self._size = size
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return value.nbytes if isinstance(value, np.ndarray) else len(value)
+
+    def get_or_make(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        # Made outside the lock: two requests may both compute it once, never block each other.
+        value = make()
+        size = self._size(value)
+        if size > self.max_bytes:
+            return value
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self._bytes += size
+            while self._bytes > self.max_bytes:
+                _key, evicted = self._items.popitem(last=False)
+                self._bytes -= self._size(evicted)
+        return value
+
+
+_maps = _LRU(192 * 1024 * 1024)
+png_cache = _LRU(48 * 1024 * 1024)
+# Formatting a number costs a few microseconds and a grid holds hundreds of them, the same
+# at every step of a view; each kept text is counted as 64 bytes.
+TEXT_BYTES = 64
+_texts = _LRU(16 * 1024 * 1024, size=lambda texts: TEXT_BYTES * texts["count"])
+
+
+
+def feature_map(state: ConvState, x: np.ndarray, res: str) -> np.ndarray:
+    """conv_forward of x with the state's kernel: (F, Ho, Wo), cached (the step never pays for it)."""
+
+    def make() -> np.ndarray:
+        bias = None if state.bias is None else np.array(state.bias, dtype=np.float64)
+        out, _cache = conv_forward(x[None], state.kernel, bias, stride=state.stride, padding=state.padding,
+                                   dilation=state.dilation, mode=MODES[state.mode])
+        out = out[0]
+        out.flags.writeable = False
+        return out
+
+    return _maps.get_or_make(state.compute_key(res), make)
+
+
+def shown_map(state: ConvState, out: np.ndarray) -> np.ndarray:
+    return np.maximum(out, 0) if state.relu else out
+
+
+# ------------------------------------------------------------------------------ pictures
+
+
+POSITIVE = np.array([33, 102, 172], dtype=np.float64)  # blue
+NEGATIVE = np.array([178, 24, 43], dtype=np.float64)  # red
+CHANNEL_TINTS = {"R": (1.0, 0.0, 0.0), "G": (0.0, 0.75, 0.0), "B": (0.0, 0.0, 1.0)}
+
+
+def colourize(a: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(H, W) values -> (H, W, 3) uint8 and its legend.
+
+    With negative values: diverging, white at 0, blue for positive and red for negative,
+    symmetric so equal sizes get equal depth. Otherwise grayscale from 0 (black) to the
+    largest value (white), which is how a filtered photo naturally looks.
+    """
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0:
+        m = max(-lo, hi) or 1.0
+        t = (a / m)[..., None]
+        white = np.full(3, 255.0)
+        rgb = np.where(t >= 0, white + (POSITIVE - white) * t, white + (NEGATIVE - white) * (-t))
+        legend = {"kind": "diverging", "lo": -m, "hi": m}
+    else:
+        m = hi or 1.0
+        rgb = np.repeat((a / m * 255.0)[..., None], 3, axis=2)
+        legend = {"kind": "gray", "lo": 0.0, "hi": m}
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8), legend
+
+
+def enlarge(rgb: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour enlargement to about PICTURE_SIDE pixels (whole-number factor)."""
+    factor = max(1, math.ceil(PICTURE_SIDE / max(rgb.shape[:2])))
+    return rgb.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else rgb
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    return images.to_png(Image.fromarray(np.ascontiguousarray(rgb)))
+
+
+def input_picture(x: np.ndarray, channel: int | None, names: tuple) -> np.ndarray:
+    """The input as (H, W, 3) uint8: one channel tinted with its colour, or all of them.
+
+    A typed grid or the seed can hold any numbers: they are scaled from their minimum to
+    their maximum so the picture shows their pattern.
+    """
+    a = x.astype(np.float64)
+    if x.dtype != np.uint8:
+        lo, hi = a.min(), a.max()
+        a = (a - lo) / ((hi - lo) or 1.0) * 255.0
+    if channel is None:
+        rgb = a.transpose(1, 2, 0) if a.shape[0] == 3 else np.repeat(a[0][..., None], 3, axis=2)
+    else:
+        tint = CHANNEL_TINTS.get(names[channel], (1.0, 1.0, 1.0)) if len(names) == 3 else (1.0, 1.0, 1.0)
+        rgb = a[channel][..., None] * np.array(tint)
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+# ============================================================================== the view
+
+
+def channel_names(C: int) -> tuple:
+    return CHANNEL_NAMES_RGB if C == 3 else ("",)
+
+
+def short_number(v: float | int) -> str:
+    """A number for a grid cell: at most two decimals (the written sum keeps four)."""
+    if isinstance(v, (int, np.integer)) or float(v).is_integer():
+        return format_number(int(round(float(v))) if not isinstance(v, (int, np.integer)) else int(v))
+    s = f"{float(v):.2f}".rstrip("0").rstrip(".")
+    if s in ("0", "-0"):
+        return format_number(v)
+    return s.replace("-", "\u2212")
+
+
+def tint_class(v: float, m: float) -> str:
+    if m <= 0 or v == 0:
+        return "v0"
+    level = max(1, min(TINT_LEVELS, round(abs(v) / m * TINT_LEVELS)))
+    return f"v{level}" if v > 0 else f"vn{level}"
+
+
+def term_colour(i: int, j: int, HH: int, WW: int) -> int | str:
+    """A colour per kernel cell up to 3×3; larger kernels get one window colour (a patchwork
+    of repeated colours would mislead) and rely on hover highlighting."""
+    return i * WW + j if HH * WW <= TERM_COLOURS else "w"
+
+
+class Item(SimpleNamespace):
+    """A record the stepper template reads (``cell.text``). Jinja looks ``a.b`` up as an
+    attribute first and only then as a key, so on a dict every lookup fails once before it
+    succeeds; a step does thousands of them, and records cut the rendering time by about a third."""
+
+
+def grid_texts(state: ConvState, x: np.ndarray, out: np.ndarray, numbers_in: bool, numbers_out: bool) -> dict:
+    """The numbers the stepper's grids show, formatted once per view: every step of a view
+    shows the same values and only marks different cells.
+
+    x: (C, H, W), out: (F, Ho, Wo) as shown (ReLU applied). "input": per channel, rows of
+    texts (when the input is drawn as numbers); "output": per filter, rows of (short text,
+    full text, tint class) (when the output is drawn as numbers).
+    """
+
+    def make() -> dict:
+        texts: dict[str, Any] = {"input": None, "output": None, "count": 0}
+        if numbers_in:
+            texts["input"] = [[[format_number(v) for v in row] for row in channel] for channel in x.tolist()]
+            texts["count"] += x.size
+        if numbers_out:
+            texts["output"] = []
+            for f in range(out.shape[0]):
+                m = float(np.abs(out[f]).max())
+                texts["output"].append([[(short_number(v), format_number(v), tint_class(float(v), m)) for v in row]
+                                        for row in out[f]])
+            texts["count"] += 3 * out.size
+        return texts
+
+    return _texts.get_or_make((state.compute_key("work"), state.relu, numbers_in, numbers_out), make)
+
+
+def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
+    """Everything the stepper block shows for the current step (records of ``Item``)."""
+    C, H, W = x.shape
+    F, _C, HH, WW = state.kernel.shape
+    Ho, Wo = geometry.Ho, geometry.Wo
+    steps = F * Ho * Wo
+    bias = None if state.bias is None else np.array(state.bias)
+    st = conv_step(x, state.kernel, bias, stride=state.stride, padding=state.padding, dilation=state.dilation,
+                   mode=MODES[state.mode], step=state.step)
+    out = shown_map(state, feature_map(state, x, "work"))
+    (pt, pb), (pl, pr) = st.padding
+    names = channel_names(C)
+    picture_input = H + pt + pb > NUMBERS_MAX_SIDE or W + pl + pr > NUMBERS_MAX_SIDE
+    picture_output = Ho > NUMBERS_MAX_SIDE or Wo > NUMBERS_MAX_SIDE
+    texts = grid_texts(state, x, out, not picture_input, not picture_output)
+    query = state.query()
+
+    # One entry per (channel, window position): the colour and the numbers of each term.
+    per_channel = []
+    for c in range(C):
+        terms = st.terms[c * HH * WW:(c + 1) * HH * WW]
+        cells = {}
+        grid_terms = []
+        for n, t in enumerate(terms):
+            i, j = divmod(n, WW)
+            tag = f"{c}-{i}-{j}"
+            colour = term_colour(i, j, HH, WW)
+            grid_terms.append(Item(i=i, j=j, tag=tag, colour=colour, term=t,
+                                   input=format_number(t.input), weight=format_number(t.weight),
+                                   product=format_number(t.product), pad=t.padding))
+            cells[(t.row, t.col)] = grid_terms[-1]
+        rows = [grid_terms[i * WW:(i + 1) * WW] for i in range(HH)]
+        entry = Item(c=c, name=names[c], rows=rows, terms=grid_terms, table=None, picture=None,
+                     sum=st.channel_sums[c], sum_text=format_number(st.channel_sums[c]))
+        if picture_input:
+            entry.picture = Item(
+                src=f"/conv/input.png?{query}&res=work&channel={c}",
+                width=W + pl + pr, height=H + pt + pb, x=pl, y=pt, W=W, H=H,
+                cells=[Item(x=t.term.col + pl, y=t.term.row + pt, colour=t.colour, tag=t.tag) for t in grid_terms],
+                box=Item(x=min(st.window_cols) + pl, y=min(st.window_rows) + pt,
+                         w=max(st.window_cols) - min(st.window_cols) + 1, h=max(st.window_rows) - min(st.window_rows) + 1),
+            )
+        else:
+            table = []
+            values = texts["input"][c]
+            for r in range(-pt, H + pb):
+                row = []
+                for q in range(-pl, W + pr):
+                    inside = 0 <= r < H and 0 <= q < W
+                    term = cells.get((r, q))
+                    row.append(Item(text=values[r][q] if inside else "0", pad=not inside,
+                                    colour=term.colour if term else None, tag=term.tag if term else None))
+                table.append(row)
+            entry.table = table
+        per_channel.append(entry)
+
+    # The output maps: cells before this step are filled in, the current one is marked.
+    maps = []
+    for f in range(F):
+        first = f * Ho * Wo
+        entry = Item(f=f, first=first, Ho=Ho, Wo=Wo, rows=None, picture=None)
+        if picture_output:
+            done_rows = 0 if f > st.filter else (Ho if f < st.filter else st.row)
+            entry.picture = Item(
+                src=f"/conv/output.png?{query}&res=work&filter={f}",
+                masks=_masks(f, st, Ho, Wo),
+                current=Item(x=st.col, y=st.row) if f == st.filter else None,
+                done_rows=done_rows,
+            )
+        else:
+            rows = []
+            values = texts["output"][f]
+            for r in range(Ho):
+                row = []
+                for q in range(Wo):
+                    k = first + r * Wo + q
+                    short, full, tint = values[r][q]
+                    status = "done" if k < st.step else ("current" if k == st.step else "todo")
+                    row.append(Item(step=k, row=r, col=q, status=status, text=short if status != "todo" else "",
+                                    full=full, tint=tint if status != "todo" else ""))
+                rows.append(row)
+            entry.rows = rows
+        maps.append(entry)
+
+    sum_line = _sum_parts(st, per_channel, C)
+    value = st.value
+    return Item(
+        step=st.step, steps=steps, last=steps - 1, filter=st.filter, row=st.row, col=st.col,
+        F=F, C=C, HH=HH, WW=WW, Ho=Ho, Wo=Wo, H=H, W=W,
+        channels=per_channel, maps=maps, picture_input=picture_input, picture_output=picture_output,
+        sum=sum_line, value=format_number(value), text=st.text,
+        relu=state.relu, relu_value=format_number(max(value, 0)),
+        bias=None if st.bias is None else format_factor(st.bias), flipped=state.mode == "conv",
+        state_pairs=state.pairs(),
+    )
+
+
+def _masks(f: int, st: Any, Ho: int, Wo: int) -> list[Item]:
+    """Rectangles hiding the cells not computed yet (in cell units)."""
+    if f < st.filter:
+        return []
+    if f > st.filter:
+        return [Item(x=0, y=0, w=Wo, h=Ho)]
+    masks = []
+    if st.col + 1 < Wo:
+        masks.append(Item(x=st.col + 1, y=st.row, w=Wo - st.col - 1, h=1))
+    if st.row + 1 < Ho:
+        masks.append(Item(x=0, y=st.row + 1, w=Wo, h=Ho - st.row - 1))
+    return masks
+
+
+def _piece(text: str, **marks: Any) -> Item:
+    """One piece of the written sum; ``tag``/``colour`` link a term to its cells."""
+    return Item(**{"text": text, "tag": None, "colour": None, "pad": False, "channel": None, "bias": False, **marks})
+
+
+def _sum_parts(st: Any, per_channel: list, C: int) -> Item:
+    """The written sum as coloured pieces: for one channel the slides' line; for several,
+    one line per channel and then ``R + G + B + b = value``."""
+    lines = []
+    for entry in per_channel:
+        pieces = []
+        for n, t in enumerate(entry.terms):
+            if n:
+                pieces.append(_piece(" + "))
+            pieces.append(_piece(f"{format_factor(t.term.input)}\u00b7{format_factor(t.term.weight)}",
+                                 colour=t.colour, tag=t.tag, pad=t.pad))
+        lines.append(Item(name=entry.name, pieces=pieces, sum=entry.sum_text))
+    total = []
+    if C > 1:
+        for n, entry in enumerate(per_channel):
+            if n:
+                total.append(_piece(" + "))
+            total.append(_piece(format_factor(entry.sum), channel=entry.name))
+        if st.bias is not None:
+            total.append(_piece(" + "))
+            total.append(_piece(format_factor(st.bias), bias=True))
+    return Item(lines=lines, total=total)
+
+
+# ------------------------------------------------------------------------------ the settings form
+
+
+def build_form(parsed: Parsed, settings: Settings) -> dict:
+    s = parsed.state
+    raw = parsed.raw
+    F, C, HH, WW = s.kernel.shape
+    channel_labels = channel_names(C)
+    # The editor shows what was typed when a cell was refused, so it can be corrected.
+    filters = []
+    cells = parsed.kernel_cells if "kernel" in parsed.errors and parsed.kernel_cells else None
+    if cells:
+        F = max(k[0] for k in cells) + 1
+        C = max(k[1] for k in cells) + 1
+        HH = max(k[2] for k in cells) + 1
+        WW = max(k[3] for k in cells) + 1
+        channel_labels = channel_names(C)
+    for f in range(F):
+        chans = []
+        for c in range(C):
+            rows = []
+            for i in range(HH):
+                row = []
+                for j in range(WW):
+                    if cells is not None:
+                        text = cells.get((f, c, i, j), "")
+                        bad = _bad_number(text)
+                    else:
+                        text, bad = ascii_number(s.kernel[f, c, i, j]).replace("-", "\u2212"), False
+                    row.append({"name": f"w_{f}_{c}_{i}_{j}", "value": text, "bad": bad, "colour": term_colour(i, j, HH, WW),
+                                "label": where_kernel(f, F, c, C, i, j)})
+                rows.append(row)
+            chans.append({"c": c, "name": channel_labels[c], "rows": rows})
+        name = s.names[f] if f < len(s.names) and cells is None else None
+        bias_text = ""
+        if parsed.bias_cells is not None and "bias" in parsed.errors:
+            bias_text = parsed.bias_cells[f] if f < len(parsed.bias_cells) else ""
+        elif s.bias is not None:
+            bias_text = ascii_number(s.bias[f]).replace("-", "\u2212")
+        filters.append({"f": f, "channels": chans, "preset": name or "", "bias": bias_text,
+                        "bias_bad": "bias" in parsed.errors and _bad_number(bias_text)})
+    presets = [{"value": name, "label": _(label)} for name, label in PRESET_LABELS.items()]
+
+    grid_rows = None
+    if s.kind == "grid":
+        grid_cells = parsed.grid_cells if "grid" in parsed.errors and parsed.grid_cells else None
+        g = s.grid
+        h, w = (max(i for i, _j in grid_cells) + 1, max(j for _i, j in grid_cells) + 1) if grid_cells else g.shape
+        grid_rows = []
+        for i in range(h):
+            row = []
+            for j in range(w):
+                if grid_cells is not None:
+                    text = grid_cells.get((i, j), "")
+                else:
+                    text = ascii_number(g[i, j]).replace("-", "\u2212")
+                row.append({"name": f"g_{i}_{j}", "value": text, "bad": grid_cells is not None and _bad_number(text),
+                            "label": _("input grid, row %(row)s, column %(col)s") % {"row": i + 1, "col": j + 1}})
+            grid_rows.append(row)
+
+    sources = [{"value": "seed", "label": _("The slides’ 5×5 matrix")},
+               {"value": "grid", "label": _("A grid I type")}]
+    for name, sample in images.SAMPLES.items():
+        sources.append({"value": f"image:{name}", "label": _(sample.title), "licence": _(sample.licence)})
+    current_source = {"seed": "seed", "grid": "grid"}.get(s.kind, f"image:{s.image}")
+    if s.kind == "image" and s.image not in images.SAMPLES:
+        sources.append({"value": current_source, "label": _("My uploaded picture")})
+    if {"input", "grid"} & parsed.errors.keys() and raw.get("source") is None and s.kind == "seed":
+        current_source = ""  # the menu must not pretend a valid choice was made
+
+    licence = None
+    if s.kind == "image" and s.image in images.SAMPLES:
+        licence = _(images.SAMPLES[s.image].licence)
+
+    paddings = [{"value": "valid", "label": _("valid (no padding)")}, {"value": "same", "label": _("same (output as large as the input, when S = 1)")}]
+    paddings += [{"value": str(p), "label": str(p)} for p in range(1, MAX_PADDING + 1)]
+    ksize_value = str(HH) if HH == WW else ""
+    random_seed = zlib.crc32(format_kernel(s.kernel, s.names).encode()) % 1_000_000 + 1
+    return {
+        "source": current_source, "sources": sources, "licence": licence,
+        "size": raw.get("size", str(s.size)) if "size" in parsed.errors else str(s.size),
+        "min_size": MIN_SIZE, "max_size": MAX_SIZE,
+        "color": s.color, "is_image": s.kind == "image", "is_grid": s.kind == "grid",
+        "grid_rows": grid_rows, "grid_h": s.grid.shape[0] if s.kind == "grid" else 0,
+        "grid_w": s.grid.shape[1] if s.kind == "grid" else 0, "max_grid": MAX_GRID,
+        "filters": filters, "F": F, "HH": HH, "WW": WW, "ksize": ksize_value, "max_kernel": MAX_KERNEL,
+        "max_filters": MAX_FILTERS, "presets": presets, "kernel_text": format_kernel(s.kernel, s.names),
+        "random_seed": random_seed,
+        "stride": _raw_or(parsed, "stride", s.stride), "strides": [str(v) for v in range(1, MAX_STRIDE + 1)],
+        "dilation": _raw_or(parsed, "dilation", s.dilation), "dilations": [str(v) for v in range(1, MAX_DILATION + 1)],
+        "padding": _raw_or(parsed, "padding", s.padding), "paddings": paddings,
+        "mode": s.mode, "relu": s.relu, "errors": parsed.errors,
+        "state_query": s.query(),
+    }
+
+
+def _raw_or(parsed: Parsed, name: str, value: object) -> str:
+    if name in parsed.errors:
+        return parsed.raw.get(name, "")
+    return str(value)
+
+
+def _bad_number(text: str) -> bool:
+    if not text.strip():
+        return False
+    try:
+        parse_number(text, cell=True)
+    except ValueError:
+        return True
+    return False
+
+
+def build_result(parsed: Parsed, settings: Settings) -> dict | None:
+    """The pictures: the input and each filter's full-resolution feature map."""
+    s = parsed.state
+    try:
+        full = working_array(s, settings, "full")
+        out = shown_map(s, feature_map(s, full, "full"))
+    except (FieldError, ValueError):
+        return None
+    _C, H, W = full.shape
+    query = s.query()
+    maps = []
+    for f in range(out.shape[0]):
+        _rgb, legend = colourize(out[f])
+        maps.append({"f": f, "src": f"/conv/output.png?{query}&res=full&filter={f}",
+                     "lo": format_number(_round4(legend["lo"])), "hi": format_number(_round4(legend["hi"])),
+                     "kind": legend["kind"], "Ho": out.shape[1], "Wo": out.shape[2], "name": s.names[f] if f < len(s.names) else None})
+    return {"input_src": f"/conv/input.png?{query}&res=full", "H": H, "W": W, "C": full.shape[0], "maps": maps}
+
+
+def _round4(v: float) -> float | int:
+    return int(v) if float(v).is_integer() else round(v, 4)
+
+
+def formula_view(parsed: Parsed) -> dict | None:
+    """Ho and Wo with the formula written out, for the geometry panel."""
+    if parsed.x is None or {"kernel", "stride", "dilation", "padding"} & parsed.errors.keys():
+        return None
+    _C, H, W = parsed.x.shape
+    report = parsed.fit or fit_report(parsed.state, H, W)
+    HH, WW = parsed.state.kernel.shape[-2:]
+    return {"rows": report["rows"], "cols": report["cols"], "H": H, "W": W, "HH": HH, "WW": WW,
+            "pad_rows": report["pad_rows"], "pad_cols": report["pad_cols"], "fits": parsed.fit is None,
+            "sentence": report["sentence"]}
+
+
+def lesson_links() -> dict:
+    return {"prev": next(s for s in SECTIONS if s.number == 2), "next": next(s for s in SECTIONS if s.number == 5)}
+
+
+def locale_links(request: Request, state_query: str | None) -> list[dict] | None:
+    """Language links that keep the state (also on the upload route, whose own URL is a POST)."""
+    from app import i18n
+    from app.templating import request_locale
+
+    if state_query is None:
+        return None
+    locale = request_locale(request)
+    return [{"code": code, "name": i18n.LANGUAGE_NAMES[code],
+             "url": f"/conv?{state_query}{'&' if state_query else ''}lang={code}", "current": code == locale}
+            for code in i18n.LOCALES]
+
+
