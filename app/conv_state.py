@@ -47,8 +47,6 @@ PICTURE_SIDE = 256
 TERM_COLOURS = 9
 TINT_LEVELS = 5
 PNG_CACHE_CONTROL = "private, max-age=3600"
-CHUNK_BYTES = 64 * 1024
-FORM_OVERHEAD_BYTES = 16 * 1024
 
 MODES = {"xcorr": "cross-correlation", "conv": "convolution"}
 CHANNEL_NAMES_RGB = ("R", "G", "B")

@@ -96,6 +96,26 @@ SECTIONS: tuple[Section, ...] = (
 )
 
 
+def neighbours(app: FastAPI, numbers: tuple[int, ...]) -> tuple[Section | None, Section | None]:
+    """The previous and next page of the lesson for the page holding sections ``numbers``;
+    None where there is none (link home instead).
+
+    Pages are ordered by their first section and only served ones count, so following "next"
+    from the home page visits every page exactly once (a page holding sections 5 and 8 comes
+    after 4 and before 6). Each neighbour is given as its first section.
+    """
+    firsts: list[Section] = []
+    for s in SECTIONS:
+        if all(s.path != f.path for f in firsts) and is_served(app, s.path):
+            firsts.append(s)
+    here = next(s for s in SECTIONS if s.number == min(numbers)).path
+    paths = [s.path for s in firsts]
+    if here not in paths:
+        return None, None
+    i = paths.index(here)
+    return (firsts[i - 1] if i > 0 else None), (firsts[i + 1] if i + 1 < len(firsts) else None)
+
+
 def is_served(app: FastAPI, path: str) -> bool:
     """True when a GET on ``path`` reaches a route of ``app`` (asked through routing itself,
     so routes inside included routers count)."""

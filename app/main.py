@@ -18,7 +18,14 @@ from app.errors import install_error_handlers
 from app.i18n import LocaleMiddleware
 from app.routers import api, health, pages
 from app.routers import conv
+from app.routers import pipeline
+from app.routers import lesson_pages
 from app.routers import images as image_routes
+from app.routers import train_api
+from app.routers import train_page
+from app.jobs import JobRunner
+from app.session import SessionMiddleware
+from app.settings import settings_for
 from app.templating import STATIC_DIR, env
 
 try:
@@ -76,13 +83,25 @@ def warm_up() -> None:
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     warm_up()
-    yield
+    # Training jobs run in background processes; at shutdown they are stopped and joined. Tests
+    # may run the lifespan of one app twice at once (a live server and a TestClient): they
+    # share one runner, stopped when the last of them ends.
+    if getattr(_app.state, "jobs_users", 0) == 0:
+        _app.state.jobs = JobRunner(settings_for(_app))
+    _app.state.jobs_users = getattr(_app.state, "jobs_users", 0) + 1
+    try:
+        yield
+    finally:
+        _app.state.jobs_users -= 1
+        if _app.state.jobs_users == 0:
+            _app.state.jobs.shutdown()
 
 
 def create_app() -> FastAPI:
     # Swagger UI and ReDoc load their scripts from a CDN, which breaks the offline promise;
     # the schema itself stays at /openapi.json.
     app = FastAPI(title="CNN Lab", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(SessionMiddleware)
     app.add_middleware(LocaleMiddleware)
     app.add_middleware(Compression)
     install_error_handlers(app)
@@ -92,6 +111,10 @@ def create_app() -> FastAPI:
     app.include_router(api.router)
     app.include_router(image_routes.router)
     app.include_router(conv.router)
+    app.include_router(pipeline.router)
+    app.include_router(train_page.router)
+    app.include_router(train_api.router)
+    app.include_router(lesson_pages.router)
     return app
 
 

@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     # Decoded pixel arrays kept in memory so a stepper request does not decode the image again.
     image_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
+    # Browser sessions (app/session.py): a random id in a signed cookie.
+    session_cookie: str = "cnnlab_session"
+    # Training jobs (app/jobs.py): two cores, so two trainings at once; the rest wait in line.
+    max_running_jobs: int = Field(default=2, ge=1)
+    max_queued_jobs: int = Field(default=8, ge=0)
+    max_jobs_per_session: int = Field(default=3, ge=1)
+    job_time_cap_seconds: float = Field(default=120.0, gt=0)
+    # A job nobody has asked about (page, poll or event stream) for this long is stopped.
+    job_abandon_seconds: float = Field(default=60.0, gt=0)
+    job_ttl_seconds: float = Field(default=1800.0, gt=0)
+    max_finished_jobs_per_session: int = Field(default=10, ge=1)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -11,7 +11,14 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.errors import InputError
 from app.i18n import gettext as _

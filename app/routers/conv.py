@@ -24,8 +24,6 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app import images
@@ -39,10 +37,8 @@ from app.templating import add_vary, render, wants_fragment
 router = APIRouter(tags=["conv"])
 
 from app.conv_state import (
-    CHUNK_BYTES,
     DEFAULT_SIZE,
     FORM_ONLY,
-    FORM_OVERHEAD_BYTES,
     PNG_CACHE_CONTROL,
     Parsed,
     parse_number,
@@ -65,6 +61,7 @@ from app.conv_view import (
     png_cache,
     shown_map,
 )
+from app.uploads import read_upload_form
 
 # ============================================================================== routes
 
@@ -220,42 +217,6 @@ def _int_or_error(text: str, lo: int, hi: int, message: str) -> int:
     return v
 
 
-async def _read_upload_form(request: Request, settings: Settings) -> tuple[bytes | None, str]:
-    """(file bytes or None, the ``state`` field), reading at most the upload limit."""
-    body_limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        raise images.too_many_bytes(settings)
-
-    async def capped():
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise images.too_many_bytes(settings)
-            yield chunk
-
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise images.no_file_error()
-    parser = MultiPartParser(request.headers, capped(), max_files=1, max_fields=8, max_part_size=CHUNK_BYTES)
-    try:
-        form = await parser.parse()
-    except MultiPartException:
-        raise images.no_file_error(400) from None
-    try:
-        state = form.get("state")
-        state = state if isinstance(state, str) else ""
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            return None, state
-        data = await upload.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise images.too_many_bytes(settings)
-        return data, state
-    finally:
-        await form.close()
-
-
 @router.post("/conv/upload", name="conv_upload", response_class=HTMLResponse)
 async def conv_upload(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The page's upload form (multipart: ``file`` and ``state``, the current query string).
@@ -268,7 +229,8 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
     error = None
     stored = None
     try:
-        data, state_text = await _read_upload_form(request, settings)
+        form = await read_upload_form(request, settings)
+        data, state_text = form.data, form.state
         if data is None:
             raise images.no_file_error()
         stored = await run_in_threadpool(images.save_upload, data, None, settings)

@@ -7,25 +7,20 @@ size cap must hold before that.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import JSONResponse, Response
 
 from app import images
 from app.i18n import gettext
 from app.settings import Settings, get_settings
+from app.uploads import read_upload_form
 
 router = APIRouter(tags=["images"])
 
-CHUNK_BYTES = 64 * 1024
-# Room for the multipart framing around the file (boundaries, part headers, file name).
-FORM_OVERHEAD_BYTES = 16 * 1024
 UPLOAD_CACHE_CONTROL = "private, max-age=31536000, immutable"  # content-addressed: never changes
 SAMPLE_CACHE_CONTROL = "public, max-age=86400"  # may change with the app's version
 
@@ -85,29 +80,6 @@ _UPLOAD_BODY = {
 }
 
 
-async def _capped(stream: AsyncGenerator[bytes, None], limit: int, settings: Settings) -> AsyncGenerator[bytes, None]:
-    received = 0
-    async for chunk in stream:
-        received += len(chunk)
-        if received > limit:
-            raise images.too_many_bytes(settings)
-        yield chunk
-
-
-async def _read_capped(upload: UploadFile, settings: Settings) -> bytes:
-    """The file's bytes, reading at most ``max_upload_bytes + 1`` of them."""
-    cap = settings.max_upload_bytes
-    data = bytearray()
-    while len(data) <= cap:
-        chunk = await upload.read(min(CHUNK_BYTES, cap + 1 - len(data)))
-        if not chunk:
-            break
-        data += chunk
-    if len(data) > cap:
-        raise images.too_many_bytes(settings)
-    return bytes(data)
-
-
 @router.post(
     "/api/images",
     name="api_upload_image",
@@ -123,33 +95,11 @@ async def upload_image(request: Request, settings: Settings = Depends(get_settin
     The same picture always gets the same id. Use the id as ``image_id`` in the stepper's
     endpoints and in ``/images/{id}.png``.
     """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    form = await read_upload_form(request, settings)
+    if form.data is None:
         raise images.no_file_error()
-    body_limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        raise images.too_many_bytes(settings)  # refused before a byte of the body is read
-    parser = MultiPartParser(
-        request.headers,
-        _capped(request.stream(), body_limit, settings),
-        max_files=1,
-        max_fields=8,
-        max_part_size=CHUNK_BYTES,
-    )
-    try:
-        form = await parser.parse()
-    except MultiPartException:
-        raise images.no_file_error(400) from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise images.no_file_error()
-        data = await _read_capped(upload, settings)
-    finally:
-        await form.close()
     # Decoding and resizing take tens of milliseconds: off the event loop.
-    stored = await run_in_threadpool(images.save_upload, data, upload.filename, settings)
+    stored = await run_in_threadpool(images.save_upload, form.data, form.filename, settings)
     body = StoredImageOut(id=stored.id, width=stored.width, height=stored.height, channels=stored.channels)
     return JSONResponse(body.model_dump(), status_code=201)
 

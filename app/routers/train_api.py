@@ -1,0 +1,260 @@
+"""JSON API for training jobs (app/jobs.py): start, watch (server-sent events), stop, use, save, load.
+
+Every job belongs to the browser session that started it (app/session.py); any other
+session gets the same 404 as for an id that never existed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+from app.errors import InputError
+from app.i18n import gettext as _
+from app.jobs import (
+    FINISHED,
+    Job,
+    JobError,
+    JobRunner,
+    TrainSpec,
+    _grid_array,
+    export_npz,
+    load_npz,
+    predict,
+)
+from app.session import session_id
+from app.settings import settings_for
+
+router = APIRouter(prefix="/api/train", tags=["train"])
+
+# The event stream looks for changes this often, on the event loop (no thread is held), and
+# sends at most one event per look: a fast job's hundreds of batches a second arrive as ~10
+# events a second, each carrying the records since the previous one.
+POLL_SECONDS = 0.1
+# A comment line this often keeps proxies and the browser from closing a quiet stream.
+HEARTBEAT_SECONDS = 15.0
+
+ERRORS = {
+    404: {"description": "no such job in this browser session"},
+    422: {"description": "the input cannot be used; `detail` says why"},
+}
+
+
+def runner_for(request: Request) -> JobRunner:
+    """The app's runner (made in the lifespan)."""
+    return request.app.state.jobs
+
+
+def _job(request: Request, job_id: str) -> Job:
+    try:
+        return runner_for(request).get(session_id(request), job_id)
+    except JobError as e:
+        raise InputError(e.message, status_code=e.status_code) from None
+
+
+class JobCreated(BaseModel):
+    id: str = Field(description="the job's id: unguessable, valid only in this browser session")
+    status: str = Field(description='"queued" or "running"')
+    queue_position: int | None = Field(description="1 = next to start; null once it runs")
+
+
+class JobView(BaseModel):
+    id: str
+    status: str = Field(description='"queued" | "running" | "done" | "stopped" | "failed"')
+    spec: TrainSpec
+    metrics: dict[str, Any] = Field(description=(
+        "so far: epoch, epochs, batch, batches_per_epoch, step, loss, epoch_loss, train_accuracy, "
+        "test_accuracy and test_loss (after an epoch), elapsed (s), eta (s), progress (0..1), images, "
+        "images_per_second, n_params; at the end also confusion (10×10, rows = true class) and misclassified "
+        "(test indices with label and predicted)"))
+    queue_position: int | None
+    error: str | None = Field(description="why it failed, when status is failed")
+    message: str | None = Field(description="why it stopped or failed")
+    version: int = Field(description="grows with every change")
+    created: float
+    started: float | None
+    finished: float | None
+    records: list[dict[str, Any]] | None = Field(None, description=(
+        "the curve: every epoch record and up to ~400 batch records (core.train.Progress fields plus seq)"))
+    filters: list | None = Field(None, description="the first layer's filters now, F×C×k×k")
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+@router.post("", status_code=201, response_model=JobCreated, responses={**ERRORS, 429: {"description": "too many jobs"}})
+def start(spec: TrainSpec, request: Request) -> JobCreated:
+    """Start training ``spec`` (``{"dataset": "digits"}`` alone trains the default model)."""
+    try:
+        job = runner_for(request).submit(session_id(request), spec)
+    except JobError as e:
+        raise InputError(e.message, status_code=e.status_code) from None
+    return JobCreated(id=job.id, status=job.status, queue_position=job.queue_position)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(request: Request) -> JobList:
+    """This browser's jobs, oldest first (without their records)."""
+    jobs = runner_for(request).list(session_id(request))
+    return JobList(jobs=[JobView(**job.snapshot()) for job in jobs])
+
+
+@router.post("/load", status_code=201, response_model=JobCreated, responses=ERRORS)
+async def load(request: Request, file: Annotated[UploadFile, File(description="a .npz from weights.npz")]) -> JobCreated:
+    """Load a saved model: a new, finished job whose model can predict."""
+    settings = settings_for(request.app)
+    data = await file.read(settings.max_upload_bytes + 1)
+    try:
+        job = await anyio.to_thread.run_sync(lambda: load_npz(session_id(request), data,
+                                                              max_bytes=settings.max_upload_bytes))
+    except JobError as e:
+        raise InputError(e.message, status_code=e.status_code, field="file") from None
+    runner_for(request).add_finished(job)
+    return JobCreated(id=job.id, status=job.status, queue_position=None)
+
+
+@router.get("/{job_id}", response_model=JobView, responses=ERRORS)
+def status(job_id: str, request: Request, records: Annotated[bool, Query(description="include the curve and filters")] = True) -> JobView:
+    """The job so far: status, spec, metrics ("test_accuracy" once an epoch has ended)."""
+    return JobView(**_job(request, job_id).snapshot(records=records))
+
+
+@router.delete("/{job_id}", response_model=JobView, responses=ERRORS)
+def stop(job_id: str, request: Request) -> JobView:
+    """Stop the job before its next batch (a queued job leaves the queue); its model stays usable."""
+    runner = runner_for(request)
+    try:
+        job = runner.cancel(session_id(request), job_id)
+    except JobError as e:
+        raise InputError(e.message, status_code=e.status_code) from None
+    return JobView(**job.snapshot())
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _progress(job: Job, since: int, filters: list | None) -> dict[str, Any]:
+    snap = job.snapshot()
+    m = snap["metrics"]
+    data = {
+        "status": snap["status"], "queue_position": snap["queue_position"], "version": snap["version"],
+        "epoch": m.get("epoch"), "epochs": m.get("epochs", job.spec.epochs), "batch": m.get("batch"),
+        "batches_per_epoch": m.get("batches_per_epoch"), "step": m.get("step"), "loss": m.get("loss"),
+        "accuracy": m.get("train_accuracy"), "test_accuracy": m.get("test_accuracy"),
+        "test_loss": m.get("test_loss"), "elapsed": m.get("elapsed"), "eta": m.get("eta"),
+        "progress": m.get("progress"), "images_per_second": m.get("images_per_second"),
+        "records": job.records_since(since),
+    }
+    if filters is not None:
+        data["filters"] = filters
+    if snap["status"] in FINISHED:
+        data.update(final=True, metrics=m, message=snap["message"], error=snap["error"])
+    return data
+
+
+@router.get("/{job_id}/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": (
+    "server-sent events: `progress` (JSON: status, epoch, batch, loss, accuracy, test_accuracy, elapsed, eta, "
+    "records since the last event, filters when they changed) and a last `done`, `stopped` or `failed` event "
+    "with the final metrics; a comment line every 15 s")}})
+async def events(job_id: str, request: Request) -> StreamingResponse:
+    """Progress as server-sent events until the job ends or the client goes away."""
+    job = _job(request, job_id)
+    runner = runner_for(request)
+    sid = session_id(request)
+
+    async def stream():
+        version, seq, filters = -1, 0, None
+        last_sent = time.monotonic()
+        yield "retry: 2000\n\n"
+        while True:
+            runner.touch(sid)
+            if job.version != version:
+                version = job.version
+                new_filters = job.filters
+                data = _progress(job, seq, new_filters if new_filters is not filters else None)
+                filters = new_filters
+                if data["records"]:
+                    seq = data["records"][-1]["seq"]
+                final = data["status"] in FINISHED
+                yield _event(data["status"] if final else "progress", data)
+                last_sent = time.monotonic()
+                if final:
+                    return
+            elif time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                yield ": heartbeat\n\n"
+                last_sent = time.monotonic()
+            await anyio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+_GRID_SCHEMA = WithJsonSchema({"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                               "description": "8×8 or 28×28 numbers, ink bright: 0..1 (as the datasets) or 0..255"})
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    grid: Annotated[list, _GRID_SCHEMA] | None = Field(None, description=(
+        "the image, 8×8 or 28×28 (resampled to the model's size), ink bright on dark; values 0..1, or 0..255 "
+        "grey levels when the largest is above 1"))
+    test_index: int | None = Field(None, ge=0, description="instead of grid: an image of the dataset's test set")
+    maps: bool = Field(True, description="also return every layer's output (feature maps)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PredictRequest:
+        if (self.grid is None) == (self.test_index is None):
+            raise ValueError(_("Give either grid or test_index, not both."))
+        if self.grid is not None:
+            n = len(self.grid)
+            _grid_array(self.grid, (1, n, n))
+        return self
+
+
+class LayerOutput(BaseModel):
+    layer: str
+    shape: list[int]
+    values: list
+
+
+class PredictResponse(BaseModel):
+    probabilities: list[float] = Field(description="10 numbers summing to 1")
+    label: int = Field(description="the most probable class")
+    input: list = Field(description="the image as the model saw it, H×W in 0..1")
+    true_label: int | None = Field(None, description="with test_index: the right answer")
+    layers: list[LayerOutput] | None = Field(None, description="each layer's output for this image (Flatten left out)")
+
+
+@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=ERRORS)
+def classify(job_id: str, req: PredictRequest, request: Request) -> PredictResponse:
+    """Classify a drawn digit (or a test image) with the job's model as trained so far."""
+    job = _job(request, job_id)
+    try:
+        return PredictResponse(**predict(job, req.grid, test_index=req.test_index, maps=req.maps))
+    except JobError as e:
+        raise InputError(e.message, status_code=e.status_code) from None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+@router.get("/{job_id}/weights.npz", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
+                                                                  "description": "the model as .npz"}})
+def weights(job_id: str, request: Request) -> Response:
+    """Download the model (architecture, parameters and settings) as .npz; load it back with /api/train/load."""
+    job = _job(request, job_id)
+    try:
+        data = export_npz(job)
+    except JobError as e:
+        raise InputError(e.message, status_code=e.status_code) from None
+    name = f"cnnlab-{job.spec.dataset}-{job.id[:8]}.npz"
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

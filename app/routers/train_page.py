@@ -1,0 +1,809 @@
+"""Train a tiny CNN live (lesson section 9): set it up, watch it learn, compare runs, use it.
+
+Routes (HTML; the JSON twins live in ``app/routers/train_api.py``):
+
+- ``GET /train``: the page. The setup lives in the URL (``/train?dataset=digits&lr=0.01``,
+  every field optional, defaults from ``core.train.DEFAULTS`` for the dataset), so a setup
+  is a link. htmx asks for ``#train-summary`` when a field changes (parameter count and
+  each layer's output shape) and for ``#train-setup`` when the dataset changes (the form
+  again, with that dataset's defaults).
+- ``POST /train/jobs``: start a job from the form; answers with the run panel.
+- ``GET /train/jobs/{id}``: the run panel (htmx) or the page showing it.
+- ``GET /train/jobs/{id}/events``: server-sent events for the run panel's live part:
+  ``progress`` (at most ``MAX_UPDATES_PER_SECOND``) and, once the job has ended, one
+  ``done``; each event's data is the HTML of ``#train-live``, swapped in by htmx's SSE
+  extension.
+- ``DELETE /train/jobs/{id}``: stop; the model trained so far stays usable.
+- ``POST /train/jobs/{id}/predict``: a drawn grid or a test image → probabilities and
+  feature maps.
+- ``POST /train/load``: an uploaded ``.npz`` becomes a (finished) run to use.
+
+A job belongs to the browser session that started it; any other session gets a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+from fastapi import APIRouter, Request
+from PIL import Image
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from app import i18n
+from app import jobs as jobs_module
+from app.errors import InputError
+from app.i18n import N_
+from app.i18n import gettext as _
+from app.lesson import neighbours
+from app.session import session_id
+from app.templating import base_context, env, render, wants_fragment
+from core import datasets
+from core.train import DEFAULTS
+
+router = APIRouter(tags=["train"])
+
+# ------------------------------------------------------------------------------ limits
+# The page paces its updates so a class can follow them (the job itself runs unpaced).
+MAX_UPDATES_PER_SECOND = 5
+# A fast run is replayed so that each epoch stays on screen at least this long.
+MIN_SECONDS_PER_EPOCH = 0.6
+# A quiet stream still sends a comment now and then, so proxies keep it open and a closed
+# tab is noticed.
+KEEPALIVE_SECONDS = 10.0
+# Curves are thinned to at most this many points per line (a long run has thousands of batches).
+MAX_CURVE_POINTS = 240
+# How many earlier runs of the same dataset share the curve plot with the current one.
+COMPARE_RUNS = 2
+MAX_MISCLASSIFIED = 12
+# The held-out image whose feature maps the live view shows.
+SAMPLE_INDEX = 0
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+
+DATASETS = {"digits": N_("8×8 digits (1,797 images)"), "mnist": N_("MNIST 28×28 (10,000-image subset)")}
+OPTIMIZERS = {"sgd": N_("SGD"), "momentum": N_("SGD with momentum"), "adam": N_("Adam")}
+POOLS = {"max": N_("Max"), "avg": N_("Average")}
+ACTIVATIONS = {"relu": "ReLU", "sigmoid": "sigmoid", "tanh": "tanh", "leaky_relu": "leaky ReLU"}
+STATUS_LABELS = {
+    "queued": N_("Waiting for a free slot"),
+    "running": N_("Training"),
+    "done": N_("Finished"),
+    "stopped": N_("Stopped"),
+    "failed": N_("Failed"),
+}
+FINISHED = jobs_module.FINISHED
+# Run colours in the curve plot (Okabe–Ito): current run first.
+RUN_COLOURS = ("#0072b2", "#d55e00", "#009e73")
+
+FIELD_LABELS = {
+    "dataset": N_("Dataset"),
+    "filters": N_("Filters"),
+    "kernel": N_("Kernel size"),
+    "padding": N_("Padding"),
+    "pool": N_("Pooling"),
+    "pool_size": N_("Pool size"),
+    "hidden": N_("Hidden units"),
+    "activation": N_("Activation"),
+    "optimizer": N_("Optimizer"),
+    "lr": N_("Learning rate"),
+    "momentum": N_("Momentum"),
+    "beta1": N_("β₁"),
+    "beta2": N_("β₂"),
+    "batch_size": N_("Batch size"),
+    "epochs": N_("Epochs"),
+    "seed": N_("Seed"),
+}
+INT_FIELDS = ("filters", "kernel", "padding", "pool_size", "hidden", "batch_size", "epochs", "seed")
+FLOAT_FIELDS = ("lr", "momentum", "beta1", "beta2")
+CHOICE_FIELDS = {"dataset": DATASETS, "pool": POOLS, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+FIELDS = ("dataset", "filters", "kernel", "padding", "pool", "pool_size", "hidden", "activation",
+          "optimizer", "lr", "momentum", "beta1", "beta2", "batch_size", "epochs", "seed")
+
+
+# ============================================================================== setup
+
+
+def defaults(dataset: str) -> dict[str, Any]:
+    """The form's values for ``dataset`` from core.train.DEFAULTS."""
+    d = DEFAULTS[dataset]
+    model, opt = d["model"], d["optimizer"]
+    return {
+        "dataset": dataset,
+        "filters": model["filters"], "kernel": model["kernel"], "padding": model["padding"],
+        "pool": model["pool"], "pool_size": model["pool_size"], "hidden": model["hidden"],
+        "activation": model["activation"], "optimizer": opt["name"], "lr": opt["lr"],
+        "momentum": opt.get("momentum", 0.9), "beta1": opt.get("beta1", 0.9), "beta2": opt.get("beta2", 0.999),
+        "batch_size": d["batch_size"], "epochs": d["epochs"], "seed": d["seed"],
+    }
+
+
+class Setup:
+    """The form's values, checked: ``values`` (typed, defaults filled in), ``errors``
+    (field → translated message), ``changed`` (the fields that differ from the defaults:
+    the canonical URL carries only those)."""
+
+    def __init__(self, params: Mapping[str, str]) -> None:
+        dataset = params.get("dataset", "digits")
+        self.errors: dict[str, str] = {}
+        if dataset not in DATASETS:
+            self.errors["dataset"] = _("Unknown dataset “%(name)s”: choose 8×8 digits or MNIST.") % {"name": dataset[:40]}
+            dataset = "digits"
+        self.base = defaults(dataset)
+        values = dict(self.base)
+        self.raw: dict[str, str] = {}
+        for name in FIELDS[1:]:
+            text = params.get(name)
+            if text is None or text.strip() == "":
+                continue
+            text = text.strip()
+            self.raw[name] = text
+            if name in CHOICE_FIELDS:
+                if text not in CHOICE_FIELDS[name]:
+                    self.errors[name] = _("“%(value)s” is not a choice for %(field)s.") % {
+                        "value": text[:40], "field": _(FIELD_LABELS[name])}
+                    continue
+                values[name] = text
+            else:
+                try:
+                    number = int(text) if name in INT_FIELDS else float(text.replace("−", "-"))
+                    if isinstance(number, float) and not math.isfinite(number):
+                        raise ValueError(text)
+                except ValueError:
+                    kind = _("a whole number") if name in INT_FIELDS else _("a number")
+                    self.errors[name] = _("%(field)s must be %(kind)s.") % {"field": _(FIELD_LABELS[name]), "kind": kind}
+                    continue
+                values[name] = number
+        self.values = values
+        self.dataset = dataset
+        self.spec = None
+        if not self.errors:
+            self.spec = spec_or_errors(values, self.errors)
+        self.model = jobs_module.build_model(self.spec) if self.spec is not None else None
+        self.changed = {k: v for k, v in values.items() if k == "dataset" or v != self.base[k]}
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.spec is not None
+
+    def url(self) -> str:
+        return "/train?" + urlencode({k: _fmt(v) for k, v in self.changed.items()})
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def spec_or_errors(values: Mapping[str, Any], errors: dict[str, str]):
+    """A jobs.TrainSpec for the form's values, or None with ``errors`` filled (translated)."""
+    try:
+        return jobs_module.TrainSpec(**spec_fields(values))
+    except ValidationError as exc:
+        for err in exc.errors():
+            if err.get("loc"):
+                errors[str(err["loc"][0])] = field_message(str(err["loc"][0]), err)
+            else:  # the architecture as a whole: the message names the layer and the formula
+                errors["architecture"] = str(err.get("ctx", {}).get("error") or err.get("msg"))
+        return None
+
+
+def spec_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The form's values as TrainSpec fields (only the optimizer's own hyperparameters)."""
+    fields = {k: values[k] for k in FIELDS if k not in ("momentum", "beta1", "beta2")}
+    if values["optimizer"] == "momentum":
+        fields["momentum"] = values["momentum"]
+    if values["optimizer"] == "adam":
+        fields["beta1"] = values["beta1"]
+        fields["beta2"] = values["beta2"]
+    return fields
+
+
+def bounds(name: str) -> tuple[Any, Any]:
+    """(minimum, maximum) of a TrainSpec field from its constraints; None where unbounded."""
+    info = jobs_module.TrainSpec.model_fields.get(name)
+    low = high = None
+    for item in getattr(info, "metadata", ()):
+        for attr in ("ge", "gt"):
+            if getattr(item, attr, None) is not None:
+                low = getattr(item, attr)
+        for attr in ("le", "lt"):
+            if getattr(item, attr, None) is not None:
+                high = getattr(item, attr)
+    return low, high
+
+
+def field_message(name: str, err: Mapping[str, Any]) -> str:
+    label = _(FIELD_LABELS[name]) if name in FIELD_LABELS else name
+    low, high = bounds(name)
+    kind = err.get("type", "")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and low is not None and high is not None:
+        if kind == "greater_than" or (kind == "less_than" and isinstance(high, float)):
+            return _("%(field)s must be more than %(min)s and at most %(max)s.") % {
+                "field": label, "min": _fmt(low), "max": _fmt(high)}
+        return _("%(field)s must be from %(min)s to %(max)s.") % {"field": label, "min": _fmt(low), "max": _fmt(high)}
+    if kind in ("greater_than",):
+        return _("%(field)s must be more than %(min)s.") % {"field": label, "min": _fmt(low)}
+    return _("%(field)s: this value is not allowed.") % {"field": label}
+
+
+def datasets_shape(name: str) -> tuple[int, int, int]:
+    return jobs_module.input_shape(name)
+
+
+LAYER_NAMES = {"Conv2D": N_("Convolution"), "Activation": N_("Activation"), "Pool2D": N_("Pooling"),
+               "Flatten": N_("Flatten"), "Dense": N_("Dense")}
+
+
+def summary_rows(model) -> list[dict[str, Any]]:
+    rows = []
+    for row in model.summary():
+        rows.append({"name": _(LAYER_NAMES.get(row["type"], row["type"])), "layer": row["layer"],
+                     "shape": "×".join(str(d) for d in row["output_shape"]), "n_params": row["n_params"]})
+    return rows
+
+
+def setup_context(setup: Setup) -> dict[str, Any]:
+    v = setup.values
+    field_bounds = {name: bounds(name) for name in INT_FIELDS + FLOAT_FIELDS}
+    return {
+        "setup": setup,
+        "v": v,
+        "errors": setup.errors,
+        "bounds": field_bounds,
+        "labels": {k: _(label) for k, label in FIELD_LABELS.items()},
+        "choices": {name: [(value, _(label) if name != "activation" else label) for value, label in options.items()]
+                    for name, options in CHOICE_FIELDS.items()},
+        "summary": summary_rows(setup.model) if setup.model is not None else [],
+        "input_shape": "×".join(str(d) for d in datasets_shape(setup.dataset)),
+        "n_params": setup.model.n_params if setup.model is not None else None,
+    }
+
+
+# ============================================================================== pictures
+
+
+def png_data_uri(array: np.ndarray, diverging: bool, scale: float | None = None) -> str:
+    """A small (H, W) array as a PNG data URI, one pixel per value (CSS enlarges it, pixelated).
+
+    diverging: blue for positive, vermillion for negative, white at 0, scaled by the largest
+    magnitude (or ``scale``, shared by a set of pictures); otherwise black ink on white from 0 to the array's maximum (images,
+    feature maps after ReLU).
+    """
+    a = np.asarray(array, dtype=np.float64)
+    if diverging:
+        scale = scale or float(np.abs(a).max()) or 1.0
+        t = np.clip(a / scale, -1, 1)[..., None]
+        positive = np.array([0, 114, 178], dtype=np.float64)
+        negative = np.array([213, 94, 0], dtype=np.float64)
+        white = np.full(3, 255.0)
+        rgb = np.where(t >= 0, white + (positive - white) * t, white + (negative - white) * (-t))
+    else:
+        low = min(float(a.min()), 0.0)
+        span = ((scale or float(a.max())) - low) or 1.0
+        g = 255.0 * (1.0 - np.clip((a - low) / span, 0, 1))
+        rgb = np.repeat(g[..., None], 3, axis=2)
+    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def filter_pictures(filters: Any) -> list[str]:
+    """The first conv layer's filters (F, C, HH, WW) (the job's latest copy), channel 0, one
+    shared colour scale."""
+    if not filters:
+        return []
+    w = np.asarray(filters, dtype=np.float64)
+    F = w.shape[0]
+    scale = float(np.abs(w).max()) or 1.0
+    return [png_data_uri(w[f, 0], True, scale) for f in range(F)]
+
+
+# ============================================================================== curves
+
+PLOT_W, PLOT_H = 480, 200
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 60, 14, 12, 30
+
+
+def _thin(points: list[tuple[float, float]], limit: int = MAX_CURVE_POINTS) -> list[tuple[float, float]]:
+    """Every k-th point (and always the last) so a line has at most ``limit`` points."""
+    if len(points) <= limit:
+        return points
+    k = math.ceil(len(points) / limit)
+    kept = points[::k]
+    if kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def _epoch_x(r: Mapping[str, Any]) -> float:
+    """A record's position in epochs (runs with different batch sizes share the axis)."""
+    per = r.get("batches_per_epoch") or 1
+    return (r["epoch"] - 1) + r["batch"] / per
+
+
+def run_series(records: list[Mapping[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """The lines of one run: batch loss, held-out loss, train and held-out accuracy (per epoch)."""
+    batch_loss = [(_epoch_x(r), r["loss"]) for r in records
+                  if r.get("kind") == "batch" and r.get("loss") is not None and math.isfinite(r["loss"])]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    return {
+        "loss": _thin(batch_loss),
+        "test_loss": [(r["epoch"], r["test_loss"]) for r in epochs if r.get("test_loss") is not None],
+        "train_accuracy": [(r["epoch"], r["train_accuracy"]) for r in epochs],
+        "test_accuracy": [(r["epoch"], r["test_accuracy"]) for r in epochs if r.get("test_accuracy") is not None],
+    }
+
+
+def _points(series: list[tuple[float, float]], x_max: float, y_max: float) -> str:
+    inner_w = PLOT_W - PLOT_LEFT - PLOT_RIGHT
+    inner_h = PLOT_H - PLOT_TOP - PLOT_BOTTOM
+    out = []
+    for x, y in series:
+        px = PLOT_LEFT + inner_w * min(x / x_max, 1.0)
+        py = PLOT_TOP + inner_h * (1.0 - min(max(y / y_max, 0.0), 1.0))
+        out.append(f"{px:.1f},{py:.1f}")
+    return " ".join(out)
+
+
+def plots(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two plots (loss, accuracy) with one line per run and kind, in SVG coordinates.
+
+    runs: [{"label", "colour", "series", "epochs"}], the current run first.
+    """
+    x_max = max([run["epochs"] for run in runs] + [1])
+    losses = [y for run in runs for key in ("loss", "test_loss") for _x, y in run["series"][key]]
+    loss_max = min(max(math.ceil(max(losses) * 2) / 2, 0.5), 5.0) if losses else 2.5
+    inner_h = PLOT_H - PLOT_TOP - PLOT_BOTTOM
+    inner_w = PLOT_W - PLOT_LEFT - PLOT_RIGHT
+
+    def axis(y_max: float, ticks: list[tuple[float, str]]):
+        return [{"y": PLOT_TOP + inner_h * (1 - v / y_max), "label": label} for v, label in ticks]
+
+    step = max(1, math.ceil(x_max / 6))
+    x_ticks = [{"x": PLOT_LEFT + inner_w * e / x_max, "label": str(e)} for e in range(0, int(x_max) + 1, step)]
+    loss_ticks = axis(loss_max, [(loss_max * i / 4, f"{loss_max * i / 4:g}") for i in range(5)])
+    acc_ticks = axis(1.0, [(i / 4, f"{25 * i}%") for i in range(5)])
+    lines_loss, lines_acc = [], []
+    for i, run in enumerate(runs):
+        s = run["series"]
+        lines_loss.append({"run": i, "kind": "train", "colour": run["colour"], "points": _points(s["loss"], x_max, loss_max)})
+        lines_loss.append({"run": i, "kind": "test", "colour": run["colour"], "points": _points(s["test_loss"], x_max, loss_max)})
+        lines_acc.append({"run": i, "kind": "train", "colour": run["colour"], "points": _points(s["train_accuracy"], x_max, 1.0)})
+        lines_acc.append({"run": i, "kind": "test", "colour": run["colour"], "points": _points(s["test_accuracy"], x_max, 1.0)})
+    frame = {"w": PLOT_W, "h": PLOT_H, "left": PLOT_LEFT, "right": PLOT_W - PLOT_RIGHT, "top": PLOT_TOP,
+             "bottom": PLOT_H - PLOT_BOTTOM, "x_ticks": x_ticks}
+    return {"frame": frame, "loss": {"lines": lines_loss, "ticks": loss_ticks},
+            "accuracy": {"lines": lines_acc, "ticks": acc_ticks}}
+
+
+# ============================================================================== runs
+
+
+def runner(request: Request):
+    return request.app.state.jobs
+
+
+def find_job(request: Request, job_id: str):
+    """The session's job ``job_id``; any other session (or an unknown id) gets a 404."""
+    try:
+        return runner(request).get(session_id(request), job_id)
+    except jobs_module.JobNotFound as exc:
+        raise InputError(exc.message, status_code=404) from None
+
+
+def spec_value(spec: Any, name: str, default: Any = None) -> Any:
+    return getattr(spec, name, default) if not isinstance(spec, Mapping) else spec.get(name, default)
+
+
+def run_label(spec: Any) -> str:
+    optimizer = spec_value(spec, "optimizer", "adam")
+    return _("%(optimizer)s, learning rate %(lr)s, seed %(seed)s") % {
+        "optimizer": _(OPTIMIZERS.get(optimizer, optimizer)), "lr": _fmt(float(spec_value(spec, "lr", 0.0))),
+        "seed": spec_value(spec, "seed", 0)}
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def _clock(seconds: float | None) -> str | None:
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class View:
+    """What the page shows of a job: its records up to sequence number ``upto`` (None: all).
+
+    The page replays a fast job at a pace a class can follow (see ``train_events``): until
+    the replay has caught up, the run shows as running, with the metrics of the last record
+    shown; once it has, the job's own status and final metrics.
+    """
+
+    def __init__(self, job, upto: int | None = None) -> None:
+        records = job.records
+        self.status = job.status
+        self.metrics = dict(job.metrics or {})
+        if upto is not None:
+            shown = [r for r in records if r["seq"] <= upto]
+            if len(shown) < len(records):
+                self.status = "queued" if job.status == "queued" else "running"
+                self.metrics = metrics_of(shown)
+            records = shown
+        self.records = records
+        self.finished = self.status in FINISHED
+        self.caught_up = upto is None or len(records) == len(job.records)
+
+
+def metrics_of(records: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The metrics as of the last of ``records`` (during a replay)."""
+    out: dict[str, Any] = {}
+    for r in records:
+        out["train_accuracy"] = r.get("train_accuracy")
+        if r.get("test_accuracy") is not None:
+            out["test_accuracy"] = r["test_accuracy"]
+    return out
+
+
+def progress_context(job, view: View) -> dict[str, Any]:
+    spec = job.spec
+    records = view.records
+    last = records[-1] if records else None
+    epochs = int(spec_value(spec, "epochs", 1))
+    if last is not None:
+        per = last.get("batches_per_epoch") or 1
+        total = epochs * per
+        done = last.get("step", 0)
+        fraction = 1.0 if view.status == "done" else min(done / total, 1.0)
+        elapsed = last.get("elapsed") or 0.0
+        left = elapsed / fraction * (1 - fraction) if 0 < fraction < 1 else (0.0 if fraction >= 1 else None)
+        loss = last.get("loss")
+        return {"fraction": fraction, "percent": round(100 * fraction), "epoch": last.get("epoch", 0), "epochs": epochs,
+                "batch": last.get("batch", 0), "batches": per, "left": _clock(left) if view.status == "running" else None,
+                "elapsed": f"{elapsed:.1f} s" if elapsed < 60 else _clock(elapsed), "loss": f"{loss:.3f}" if loss is not None and math.isfinite(loss) else None}
+    return {"fraction": 0.0, "percent": 0, "epoch": 0, "epochs": epochs, "batch": 0, "batches": None,
+            "left": None, "elapsed": None, "loss": None}
+
+
+def confusion_context(confusion: Any) -> dict[str, Any] | None:
+    if confusion is None:
+        return None
+    m = np.asarray(confusion, dtype=np.int64)
+    rows = []
+    for t in range(m.shape[0]):
+        row_total = int(m[t].sum()) or 1
+        cells = []
+        for p in range(m.shape[1]):
+            n = int(m[t, p])
+            level = 0 if n == 0 else min(5, 1 + int(5 * n / row_total))
+            cells.append({"n": n, "cls": ("cm-hit" if t == p else "cm-miss") + f" cm{level}", "diag": t == p})
+        rows.append({"label": t, "cells": cells, "total": int(m[t].sum())})
+    return {"rows": rows, "total": int(m.sum()), "right": int(np.trace(m)), "classes": list(range(m.shape[1]))}
+
+
+def misclassified_context(dataset_name: str, items: Any) -> list[dict[str, Any]]:
+    if not items:
+        return []
+    data = datasets.load(dataset_name)
+    out = []
+    for item in list(items)[:MAX_MISCLASSIFIED]:
+        index = int(item["index"])
+        out.append({"index": index, "true": int(item["label"]), "predicted": int(item["predicted"]),
+                    "src": png_data_uri(data.x_test[index, 0], False)})
+    return out
+
+
+def compare_runs(request: Request, job, view: View) -> list[dict[str, Any]]:
+    """This run first, then the session's latest earlier runs on the same dataset."""
+    dataset = spec_value(job.spec, "dataset")
+    others = [j for j in runner(request).list(session_id(request))
+              if j.id != job.id and spec_value(j.spec, "dataset") == dataset and j.records]
+    others = others[-COMPARE_RUNS:][::-1]
+    runs = []
+    for i, j in enumerate([job] + others):
+        runs.append({"id": j.id, "label": run_label(j.spec), "colour": RUN_COLOURS[i % len(RUN_COLOURS)],
+                     "series": run_series(view.records if j is job else j.records),
+                     "epochs": int(spec_value(j.spec, "epochs", 1)), "current": j is job})
+    return runs
+
+
+def sample_maps(job) -> dict[str, Any] | None:
+    """Test image SAMPLE_INDEX and its first-layer feature maps (after the activation),
+    through the model as it is now: they sharpen as the filters learn."""
+    if job.model is None:
+        return None
+    try:
+        result = jobs_module.predict(job, test_index=SAMPLE_INDEX)
+    except (jobs_module.JobError, ValueError):
+        return None
+    layer = result["layers"][1]
+    return {"input": png_data_uri(np.asarray(result["input"]), False), "label": result.get("true_label"),
+            "layer": layer["layer"], "pictures": map_pictures(layer)}
+
+
+def live_context(request: Request, job, upto: int | None = None) -> dict[str, Any]:
+    view = View(job, upto)
+    metrics = view.metrics
+    finished = view.finished
+    runs = compare_runs(request, job, view)
+    ctx = {
+        "job": job,
+        "status": view.status,
+        "status_label": _(STATUS_LABELS.get(view.status, view.status)),
+        "message": job.message if finished else None,
+        "finished": finished,
+        "progress": progress_context(job, view),
+        "runs": runs,
+        "plots": plots(runs),
+        "filters": filter_pictures(job.filters),
+        "sample": sample_maps(job),
+        "test_accuracy": _percent(metrics.get("test_accuracy")),
+        "train_accuracy": _percent(metrics.get("train_accuracy")),
+        "images_per_second": metrics.get("images_per_second"),
+        "confusion": confusion_context(metrics.get("confusion")) if finished else None,
+        "misclassified": misclassified_context(spec_value(job.spec, "dataset"), metrics.get("misclassified")) if finished else [],
+        "queue_position": getattr(job, "queue_position", None),
+        "error": job.error if finished else None,
+    }
+    return ctx
+
+
+def run_context(request: Request, job, upto: int | None = None) -> dict[str, Any]:
+    dataset = spec_value(job.spec, "dataset")
+    test_size = datasets.load(dataset).x_test.shape[0]
+    ctx = live_context(request, job, upto)
+    ctx.update({"run_label": run_label(job.spec), "grid": datasets_shape(dataset)[1], "test_size": test_size,
+                "dataset_label": _(DATASETS[dataset])})
+    return ctx
+
+
+# ============================================================================== routes
+
+
+def lesson_links(request: Request) -> dict[str, Any]:
+    prev_section, next_section = neighbours(request.app, (9,))
+    return {"prev_section": prev_section, "next_section": next_section}
+
+
+def page_context(request: Request, setup: Setup, job=None, upto: int | None = None) -> dict[str, Any]:
+    ctx = setup_context(setup)
+    ctx.update(lesson_links(request))
+    ctx["run"] = job is not None
+    if job is not None:
+        ctx.update(run_context(request, job, upto))
+    return ctx
+
+
+@router.get("/train", name="train")
+def train_page(request: Request) -> Response:
+    """The training page. Query parameters (all optional; defaults per dataset from
+    core.train.DEFAULTS): ``dataset`` = ``digits`` | ``mnist``, ``filters``, ``kernel``,
+    ``padding``, ``pool`` = ``max`` | ``avg``, ``pool_size``, ``hidden`` (0: none),
+    ``activation`` = ``relu`` | ``sigmoid`` | ``tanh`` | ``leaky_relu``, ``optimizer`` =
+    ``sgd`` | ``momentum`` | ``adam``, ``lr``, ``momentum``, ``beta1``, ``beta2``,
+    ``batch_size``, ``epochs``, ``seed``. Bad values are shown next to their field."""
+    setup = Setup(request.query_params)
+    target = request.headers.get("hx-target")
+    headers = {}
+    if wants_fragment(request):
+        headers["HX-Push-Url"] = setup.url() if not setup.errors else str(request.url.path) + "?" + request.url.query
+    block = {"train-summary": "summary", "train-setup": "setup"}.get(target or "", "content")
+    return render(request, "train.html", page_context(request, setup), fragment=block, headers=headers)
+
+
+@router.post("/train/jobs", name="train_start")
+async def train_start(request: Request) -> Response:
+    """Start a run from the setup form (same fields as ``GET /train``); answers with the run panel."""
+    form = await request.form()
+    setup = Setup({k: v for k, v in form.items() if isinstance(v, str)})
+    if not setup.ok or setup.spec is None:
+        problems = list(setup.errors.values())
+        return render(request, "_train_problem.html", {"problems": problems, "title": _("The training did not start")},
+                      fragment=None)
+    try:
+        job = runner(request).submit(session_id(request), setup.spec)
+    except jobs_module.JobError as exc:
+        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The training did not start")},
+                      fragment=None)
+    if not wants_fragment(request):
+        return Response(status_code=303, headers={"location": f"/train/jobs/{job.id}"})
+    return await run_in_threadpool(_render_run, request, job, 0)
+
+
+def _render_run(request: Request, job, upto: int | None = None) -> Response:
+    setup = Setup(setup_params(job.spec))
+    return render(request, "train.html", page_context(request, setup, job, upto), fragment="run",
+                  headers={"HX-Push-Url": f"/train/jobs/{job.id}"})
+
+
+def setup_params(spec: Any) -> dict[str, str]:
+    return {name: _fmt(spec_value(spec, name)) for name in FIELDS if spec_value(spec, name) is not None}
+
+
+@router.get("/train/jobs/{job_id}", name="train_run")
+async def train_run(request: Request, job_id: str) -> Response:
+    """One run of this browser: its progress, curves, filters and, once finished, the
+    confusion matrix and misclassified examples; the page with its setup filled in."""
+    job = find_job(request, job_id)
+    # A run still going is replayed from its start by the event stream.
+    return await run_in_threadpool(_render_run, request, job, None if job.status in FINISHED else 0)
+
+
+@router.delete("/train/jobs/{job_id}", name="train_stop")
+async def train_stop(request: Request, job_id: str) -> Response:
+    """Stop a run; the weights trained so far stay usable."""
+    job = find_job(request, job_id)
+    runner(request).cancel(session_id(request), job.id)
+    return await run_in_threadpool(_render_live, request, job)
+
+
+def _render_live(request: Request, job) -> Response:
+    return render(request, "_train_live.html", {**live_context(request, job)}, fragment=None)
+
+
+def live_html(request: Request, job, upto: int | None) -> str:
+    ctx = base_context(request)
+    with i18n.use_locale(ctx["locale"]):
+        ctx.update(live_context(request, job, upto))
+        return env.get_template("_train_live.html").render(ctx)
+
+
+def next_shown(records: list[Mapping[str, Any]], shown: int) -> int:
+    """The seq of the last record to show at the next update of a paced replay.
+
+    A fast job (digits train at hundreds of batches per second) would be over before a
+    class saw anything: the page shows at most 1/(MIN_SECONDS_PER_EPOCH · rate) of an
+    epoch's records per update, so each epoch stays on screen at least MIN_SECONDS_PER_EPOCH.
+    A slower job is shown as it goes.
+    """
+    ahead = [r for r in records if r["seq"] > shown]
+    if not ahead:
+        return shown
+    last = records[-1]
+    epochs_so_far = max((last["epoch"] - 1) + last["batch"] / (last.get("batches_per_epoch") or 1), 1e-9)
+    per_epoch = len(records) / epochs_so_far
+    step = max(1, math.ceil(per_epoch / (MIN_SECONDS_PER_EPOCH * MAX_UPDATES_PER_SECOND)))
+    return ahead[min(step, len(ahead)) - 1]["seq"]
+
+
+def sse_event(name: str, html: str) -> str:
+    data = "\n".join("data: " + line for line in html.splitlines() or [""])
+    return f"event: {name}\n{data}\n\n"
+
+
+@router.get("/train/jobs/{job_id}/events", name="train_events")
+async def train_events(request: Request, job_id: str) -> StreamingResponse:
+    """Server-sent events: ``progress`` with the HTML of ``#train-live`` whenever the run
+    changed (at most MAX_UPDATES_PER_SECOND), then one ``done`` when it has ended."""
+    job = find_job(request, job_id)
+    jobs = runner(request)
+
+    async def stream() -> AsyncIterator[str]:
+        # Polling costs nothing and holds no worker thread per watching student
+        # (Job.wait_for_change would block one).
+        shown = 0  # the records shown so far: those with seq <= shown
+        sent = None
+        quiet = 0.0
+        while not await request.is_disconnected():
+            jobs.touch(job.session)  # someone watches: the job is not abandoned
+            records = job.records
+            finished = job.status in FINISHED
+            shown = next_shown(records, shown)
+            caught_up = not records or shown >= records[-1]["seq"]
+            state = (shown, job.version if caught_up else None)
+            if state != sent:
+                sent = state
+                html = await run_in_threadpool(live_html, request, job, shown)
+                done = finished and caught_up
+                yield sse_event("done" if done else "progress", html)
+                if done:
+                    return
+                quiet = 0.0
+            elif quiet >= KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            await asyncio.sleep(1 / MAX_UPDATES_PER_SECOND)
+            quiet += 1 / MAX_UPDATES_PER_SECOND
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+def parse_grid(text: str, side: int) -> list[list[float]]:
+    """``side``×``side`` comma-separated numbers in [0, 1], row by row → nested lists."""
+    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    if len(parts) != side * side:
+        raise InputError(_("Draw a digit first: the drawing must be %(n)s×%(n)s values.") % {"n": side})
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(_("The drawing must be numbers from 0 to 1.")) from None
+    if not all(math.isfinite(v) and 0 <= v <= 1 for v in values):
+        raise InputError(_("The drawing must be numbers from 0 to 1."))
+    return [values[r * side:(r + 1) * side] for r in range(side)]
+
+
+def map_pictures(layer: Mapping[str, Any]) -> list[str]:
+    """One picture per channel of a layer's output (C, H, W), one colour scale for all."""
+    values = np.asarray(layer["values"], dtype=np.float64)
+    scale = float(np.abs(values).max()) or 1.0
+    diverging = bool(values.min() < 0)
+    return [png_data_uri(channel, diverging, scale) for channel in values]
+
+
+def prediction_context(result: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    probabilities = [float(p) for p in result["probabilities"]]
+    label = int(result["label"])
+    bars = [{"digit": d, "p": p, "percent": f"{100 * p:.1f}", "width": max(0.0, min(100.0, 100 * p)),
+             "top": d == label} for d, p in enumerate(probabilities)]
+    maps = []
+    for layer in result.get("layers", [])[:-1]:  # the last layer's output is the scores: the bars show them
+        values = np.asarray(layer["values"])
+        if values.ndim != 3:
+            continue
+        maps.append({"layer": layer["layer"], "shape": "×".join(str(d) for d in layer["shape"]),
+                     "pictures": map_pictures(layer)})
+    return {"bars": bars, "label": label, "true_label": result.get("true_label"),
+            "input": png_data_uri(np.asarray(result["input"]), False), "maps": maps,
+            "test_index": result.get("test_index")}
+
+
+@router.post("/train/jobs/{job_id}/predict", name="train_predict")
+async def train_predict(request: Request, job_id: str) -> Response:
+    """Classify a drawing (``grid``: side×side comma-separated values in [0, 1], row by row,
+    ink = 1) or a held-out image (``test_index``) with the run's model as it is now."""
+    job = find_job(request, job_id)
+    form = await request.form()
+    dataset = spec_value(job.spec, "dataset")
+    side = datasets_shape(dataset)[1]
+    test_index = None
+    grid = None
+    if str(form.get("test_index") or "").strip():
+        try:
+            test_index = int(str(form.get("test_index")).strip())
+        except ValueError:
+            raise InputError(_("The test image number must be a whole number.")) from None
+    else:
+        grid = parse_grid(str(form.get("grid") or ""), side)
+
+    def make() -> Response:
+        try:
+            result = jobs_module.predict(job, grid, test_index=test_index)
+        except jobs_module.JobError as exc:
+            raise InputError(exc.message, status_code=exc.status_code) from None
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        ctx = prediction_context({**result, "test_index": test_index}, dataset)
+        return render(request, "_train_prediction.html", ctx, fragment=None)
+
+    return await run_in_threadpool(make)
+
+
+@router.post("/train/load", name="train_load")
+async def train_load(request: Request) -> Response:
+    """A ``.npz`` saved from this page (``file``) becomes a finished run of this browser."""
+    form = await request.form(max_files=1, max_fields=8)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InputError(_("Choose a .npz file saved from this page."))
+    data = await upload.read(MAX_UPLOAD_BYTES + 1)
+    try:
+        job = await run_in_threadpool(jobs_module.load_npz, session_id(request), data, max_bytes=MAX_UPLOAD_BYTES)
+    except jobs_module.JobError as exc:
+        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The file could not be loaded")},
+                      fragment=None)
+    runner(request).add_finished(job)
+    if not wants_fragment(request):
+        return Response(status_code=303, headers={"location": f"/train/jobs/{job.id}"})
+    return await run_in_threadpool(_render_run, request, job)

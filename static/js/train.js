@@ -1,0 +1,37 @@
+/* CNN Lab: the small behaviour of /train that is not htmx's.
+ *
+ * - The optimizer's own fields (momentum; Adam's β₁, β₂) show only for that optimizer.
+ * - The Stop button hides once the run has ended (the live part, streamed by server-sent
+ *   events through htmx's SSE extension, says so with data-status).
+ * The drawing pad lives in draw.js.
+ */
+(function () {
+  "use strict";
+
+  var FINISHED = { done: true, stopped: true, failed: true };
+
+  function showOptimizerFields(form) {
+    var select = form.querySelector("select[name=optimizer]");
+    if (!select) return;
+    form.querySelectorAll(".train-opt[data-optimizer]").forEach(function (field) {
+      field.hidden = field.dataset.optimizer !== select.value;
+    });
+  }
+
+  function syncStop() {
+    var status = document.querySelector("#train-live .train-status");
+    var stop = document.getElementById("train-stop");
+    if (status && stop) {
+      stop.hidden = FINISHED[status.dataset.status] === true;
+    }
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target.name === "optimizer") {
+      showOptimizerFields(event.target.form);
+    }
+  });
+
+  document.addEventListener("htmx:afterSwap", syncStop);
+  document.addEventListener("htmx:sseMessage", syncStop);
+})();
