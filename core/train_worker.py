@@ -17,8 +17,9 @@ server went away), stops the training before its next batch; the model trained s
 still evaluated and sent.
 
 Why a process: a web server's training thread would hold the GIL most of the time and
-make every page wait for it. This process runs at a lower priority (nice), so pages are
-answered first. Only numpy and the standard library are imported: it starts quickly.
+make every page wait for it. This process runs with the idle scheduling policy where the
+system has one (Linux), else at the lowest nice level, so a page never waits for training:
+with nice 10, four trainings on two cores still put 440 ms on the p95 of a /conv step. Only numpy and the standard library are imported: it starts quickly.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from . import train as core_train
 from .model import tiny_cnn
 from .optim import make_optimizer
 
-NICE = 10
+NICE = 19
 WEIGHTS_EVERY_SECONDS = 0.5
 RECORDS_EVERY_SECONDS = 0.05
 MAX_MISCLASSIFIED = 12
@@ -92,9 +93,12 @@ def run(job: dict, conn: Connection, stop_fd: int) -> None:
 def main(argv: list[str]) -> int:
     msg_fd, stop_fd, job = int(argv[0]), int(argv[1]), json.loads(argv[2])
     try:
-        os.nice(NICE)
-    except OSError:
-        pass
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        try:
+            os.nice(NICE)
+        except OSError:
+            pass
     conn = Connection(msg_fd, readable=False)
     try:
         run(job, conn, stop_fd)
