@@ -22,6 +22,7 @@ keeps their weights and caches.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def _he_normal(rng, shape, fan_in):
     return w
 
 
-class Layer:
+class Layer(ABC):
     """Base class: no parameters, shape-preserving. Subclasses override what differs."""
 
     def __init__(self):
@@ -80,11 +81,13 @@ class Layer:
     def n_params(self):
         return sum(int(p.size) for p in self.params.values())
 
+    @abstractmethod
     def forward(self, x, train=True):
-        raise NotImplementedError
+        """The layer's output; in training mode it keeps what backward needs."""
 
+    @abstractmethod
     def backward(self, dout, need_dx=True):
-        raise NotImplementedError
+        """Store the parameters' gradients in ``grads``; return dx (None when not needed)."""
 
     def output_shape(self, input_shape):
         return tuple(input_shape)

@@ -21,12 +21,14 @@ result is the same, element for element, as updating array by array.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OPTIMIZERS", "make_optimizer"]
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Shared bookkeeping: the step counter, per-array state, and what explain() reads."""
 
     name = "optimizer"
@@ -79,8 +81,9 @@ class Optimizer:
         for key, p, g in self._slots:
             self._update(key, p, g)
 
+    @abstractmethod
     def _update(self, key, p, g):
-        raise NotImplementedError
+        """Apply this rule to one parameter slot, in place."""
 
     # -- explain -----------------------------------------------------------
 
@@ -113,8 +116,9 @@ class Optimizer:
         info["new"] = float(param.reshape(-1)[flat])
         return info
 
+    @abstractmethod
     def _explain(self, values):
-        raise NotImplementedError
+        """This rule's own terms of the last update, from the state's values at one element."""
 
     def hyperparameters(self):
         return {"lr": self.lr}
