@@ -9,9 +9,15 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
+from pagecheck import (
+    assert_clean,
+    no_horizontal_scroll,
+    projector_on,
+    query,
+    save_shot,
+)
 from PIL import Image
 from playwright.sync_api import expect
 
@@ -23,7 +29,6 @@ from core.conv import conv_step
 SEED_78 = "35·(−2) + 40·(−1) + 41·0 + 40·(−1) + 40·1 + 42·1 + 42·0 + 46·1 + 50·2 = 78"
 SEED_87 = "40·(−2) + 41·(−1) + 45·0 + 40·(−1) + 42·1 + 46·1 + 46·0 + 50·1 + 55·2 = 87"
 PHOTO = Path(images.SAMPLES_DIR) / "chelsea.jpg"
-SHOT_LIMIT_BYTES = 250 * 1024
 
 
 def seed_text(step: int) -> str:
@@ -36,32 +41,6 @@ def expression(page) -> str:
 
 def current_step(page) -> int:
     return int(page.locator("#conv-stepper").get_attribute("data-step"))
-
-
-def query(page) -> dict[str, str]:
-    return dict(parse_qsl(urlsplit(page.url).query))
-
-
-def assert_clean(page) -> None:
-    assert page.console_errors == []
-    assert page.outside_requests == []
-
-
-def no_horizontal_scroll(page) -> None:
-    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-
-
-def projector_on(page) -> None:
-    if page.locator("html.projector").count() == 0:
-        page.locator("#projector-toggle").click()
-    expect(page.locator("html")).to_have_class("projector")
-
-
-def save_shot(page, shots_dir: Path, name: str) -> Path:
-    path = shots_dir / name
-    page.screenshot(path=str(path))
-    assert path.stat().st_size < SHOT_LIMIT_BYTES, f"{name} is {path.stat().st_size} bytes"
-    return path
 
 
 def test_keyboard_steps_through_the_seed_example(page, live_server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pagecheck import assert_clean
 from playwright.sync_api import expect
 
 SPANISH_H1 = "Redes neuronales convolucionales, número a número"
@@ -10,11 +11,6 @@ ENGLISH_H1 = "Convolutional neural networks, number by number"
 
 def font_px(page, selector: str) -> float:
     return page.eval_on_selector(selector, "el => parseFloat(getComputedStyle(el).fontSize)")
-
-
-def assert_clean(page) -> None:
-    assert page.console_errors == []
-    assert page.outside_requests == []
 
 
 def test_language_switch_survives_reload(page, live_server):

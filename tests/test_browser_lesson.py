@@ -8,11 +8,11 @@ The ``page`` fixture fails (never skips) when Chromium is missing.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pytest
+from pagecheck import assert_clean, no_horizontal_scroll, projector_on, save_shot
 from playwright.sync_api import expect
 
 from app import images
@@ -21,13 +21,6 @@ from app.settings import get_settings
 from core import kernels
 from core.conv import conv_forward
 from core.pool import pool_forward, pool_step
-
-SHOT_LIMIT_BYTES = 250 * 1024
-
-
-def assert_clean(page) -> None:
-    assert page.console_errors == []
-    assert page.outside_requests == []
 
 
 def ready(page) -> None:
@@ -45,22 +38,6 @@ def shown_output(page, channel: int = 0) -> np.ndarray:
     titles = table.locator("tr").evaluate_all(
         "rows => rows.map(r => Array.from(r.querySelectorAll('button')).map(b => b.title.split(': ').pop()))")
     return np.array([[float(t.replace("\u2212", "-")) for t in row] for row in titles])
-
-
-def projector_on(page) -> None:
-    if page.locator("html.projector").count() == 0:
-        page.locator("#projector-toggle").click()
-    expect(page.locator("html")).to_have_class("projector")
-
-
-def no_horizontal_scroll(page) -> None:
-    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-
-
-def save_shot(page, shots_dir: Path, name: str) -> None:
-    path = shots_dir / name
-    page.screenshot(path=str(path))
-    assert path.stat().st_size < SHOT_LIMIT_BYTES, f"{name} is {path.stat().st_size} bytes"
 
 
 def test_pool_keys_step_through_the_windows(page, live_server):

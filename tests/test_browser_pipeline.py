@@ -6,9 +6,7 @@ The ``page`` fixture fails (never skips) when Chromium is missing.
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
-
+from pagecheck import assert_clean, no_horizontal_scroll, query, save_shot
 from playwright.sync_api import expect
 
 from app import images
@@ -16,31 +14,10 @@ from app.routers.pipeline import picture_input
 from app.settings import get_settings
 from core import pipeline
 
-SHOT_LIMIT_BYTES = 250 * 1024
-
 
 def run():
     x, label = pipeline.digit_image(4)
     return pipeline.run(x, label)
-
-
-def assert_clean(page) -> None:
-    assert page.console_errors == []
-    assert page.outside_requests == []
-
-
-def query(page) -> dict[str, str]:
-    return dict(parse_qsl(urlsplit(page.url).query))
-
-
-def no_horizontal_scroll(page) -> None:
-    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-
-
-def save_shot(page, shots_dir: Path, name: str) -> None:
-    path = shots_dir / name
-    page.screenshot(path=str(path))
-    assert path.stat().st_size < SHOT_LIMIT_BYTES, f"{name} is {path.stat().st_size} bytes"
 
 
 def open_page(page, live_server, query_string="lang=en"):

@@ -8,11 +8,10 @@ The ``page`` fixture fails (never skips) when Chromium is missing.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
+from pagecheck import assert_clean, no_horizontal_scroll, save_shot
 from playwright.sync_api import expect
 
-SHOT_LIMIT_BYTES = 250 * 1024
 # Long enough to see it move: the page replays a fast run at ≥ 0.6 s per epoch.
 SHORT_RUN = "/train?dataset=digits&epochs=3"
 
@@ -26,22 +25,6 @@ WATCH_JS = """() => {
   };
   new MutationObserver(record).observe(document.body, {childList: true, subtree: true});
 }"""
-
-
-def assert_clean(page) -> None:
-    assert page.console_errors == [], page.console_errors
-    assert page.outside_requests == []
-
-
-def no_horizontal_scroll(page) -> None:
-    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-
-
-def save_shot(page, shots_dir: Path, name: str, full_page: bool = False) -> Path:
-    path = shots_dir / name
-    page.screenshot(path=str(path), full_page=full_page)
-    assert path.stat().st_size < SHOT_LIMIT_BYTES, f"{name} is {path.stat().st_size} bytes"
-    return path
 
 
 def open_page(page, url: str) -> None:
