@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -71,3 +72,11 @@ async def read_upload_form(request: Request, settings: Settings) -> UploadForm:
         return UploadForm(bytes(data), upload.filename, state)
     finally:
         await form.close()
+
+
+async def store_upload(form: UploadForm, settings: Settings) -> images.StoredImage:
+    """Check and store the form's picture; a form without a file is refused like a bad one."""
+    if form.data is None:
+        raise images.no_file_error()
+    # Decoding and resizing take tens of milliseconds: off the event loop.
+    return await run_in_threadpool(images.save_upload, form.data, form.filename, settings)

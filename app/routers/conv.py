@@ -26,7 +26,6 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app import images
 from app.errors import InputError
 from app.i18n import N_
 from app.i18n import gettext as _
@@ -61,7 +60,7 @@ from app.conv_view import (
     png_cache,
     shown_map,
 )
-from app.uploads import read_upload_form
+from app.uploads import read_upload_form, store_upload
 
 # ============================================================================== routes
 
@@ -230,10 +229,8 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
     stored = None
     try:
         form = await read_upload_form(request, settings)
-        data, state_text = form.data, form.state
-        if data is None:
-            raise images.no_file_error()
-        stored = await run_in_threadpool(images.save_upload, data, None, settings)
+        state_text = form.state
+        stored = await store_upload(form, settings)
     except InputError as exc:
         error = exc.message
     params = dict(parse_qsl(state_text, keep_blank_values=True))

@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from app import images
 from app.i18n import gettext
 from app.settings import Settings, get_settings
-from app.uploads import read_upload_form
+from app.uploads import read_upload_form, store_upload
 
 router = APIRouter(tags=["images"])
 
@@ -95,11 +94,7 @@ async def upload_image(request: Request, settings: Settings = Depends(get_settin
     The same picture always gets the same id. Use the id as ``image_id`` in the stepper's
     endpoints and in ``/images/{id}.png``.
     """
-    form = await read_upload_form(request, settings)
-    if form.data is None:
-        raise images.no_file_error()
-    # Decoding and resizing take tens of milliseconds: off the event loop.
-    stored = await run_in_threadpool(images.save_upload, form.data, form.filename, settings)
+    stored = await store_upload(await read_upload_form(request, settings), settings)
     body = StoredImageOut(id=stored.id, width=stored.width, height=stored.height, channels=stored.channels)
     return JSONResponse(body.model_dump(), status_code=201)
 

@@ -23,7 +23,6 @@ from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app import conv_state, conv_view, images
@@ -32,7 +31,7 @@ from app.i18n import gettext as _
 from app.lesson import neighbours
 from app.settings import settings_for
 from app.templating import add_vary, render, wants_fragment
-from app.uploads import read_upload_form
+from app.uploads import read_upload_form, store_upload
 from core import kernels
 from core.activations import ACTIVATIONS
 from core.conv import format_number, output_size, output_size_formula
@@ -537,11 +536,8 @@ async def grid_upload(request: Request) -> Response:
     settings = settings_for(request.app)
     # A bad file raises InputError: the app's handler answers with the translated error page.
     form = await read_upload_form(request, settings)
-    data, state = form.data, form.state
-    if data is None:
-        raise images.no_file_error()
-    stored = await run_in_threadpool(images.save_upload, data, None, settings)
-    params = dict(parse_qsl(state))
+    stored = await store_upload(form, settings)
+    params = dict(parse_qsl(form.state))
     params["image"] = stored.id
     params.setdefault("size", "16")
     return RedirectResponse(f"/grid?{urlencode(params)}", status_code=303)

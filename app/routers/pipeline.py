@@ -41,7 +41,7 @@ from app.i18n import gettext as _
 from app.lesson import neighbours
 from app.settings import Settings, get_settings
 from app.templating import add_vary, render, wants_fragment
-from app.uploads import read_upload_form
+from app.uploads import read_upload_form, store_upload
 from core import pipeline as engine
 from core.conv import format_number
 from core.datasets import load
@@ -442,10 +442,8 @@ async def pipeline_upload(request: Request, settings: Settings = Depends(get_set
     state_text = ""
     try:
         form = await read_upload_form(request, settings)
-        data, state_text = form.data, form.state
-        if data is None:
-            raise images.no_file_error()
-        stored = await run_in_threadpool(images.save_upload, data, None, settings)
+        state_text = form.state
+        stored = await store_upload(form, settings)
     except InputError as exc:
         state, errors = read_state(dict(parse_qsl(state_text)))
         errors["upload"] = exc.message
