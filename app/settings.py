@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     job_ttl_seconds: float = Field(default=1800.0, gt=0)
     max_finished_jobs_per_session: int = Field(default=10, ge=1)
 
+    # Per-session rate limits (app/ratelimit.py): ``burst`` at once, then so many a minute.
+    rate_uploads_per_minute: float = Field(default=20.0, gt=0)
+    rate_uploads_burst: int = Field(default=10, ge=1)
+    rate_trainings_per_minute: float = Field(default=6.0, gt=0)
+    rate_trainings_burst: int = Field(default=4, ge=1)
+    rate_answers_per_minute: float = Field(default=30.0, gt=0)
+    rate_answers_burst: int = Field(default=10, ge=1)
+
 
 @lru_cache
 def get_settings() -> Settings:
