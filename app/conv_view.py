@@ -506,7 +506,9 @@ def build_result(parsed: Parsed, settings: Settings) -> dict | None:
         _rgb, legend = colourize(out[f])
         maps.append({"f": f, "src": f"/conv/output.png?{query}&res=full&filter={f}",
                      "lo": format_number(_round4(legend["lo"])), "hi": format_number(_round4(legend["hi"])),
-                     "kind": legend["kind"], "Ho": out.shape[1], "Wo": out.shape[2], "name": s.names[f] if f < len(s.names) else None})
+                     "kind": legend["kind"], "Ho": out.shape[1], "Wo": out.shape[2], "name": s.names[f] if f < len(s.names) else None,
+                     # The picture's text alternative: its smallest and largest numbers.
+                     "min": format_number(_round4(float(out[f].min()))), "max": format_number(_round4(float(out[f].max())))})
     return {"input_src": f"/conv/input.png?{query}&res=full", "H": H, "W": W, "C": full.shape[0], "maps": maps}
 
 

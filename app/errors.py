@@ -43,6 +43,7 @@ def is_api(request: Request) -> bool:
 # Pydantic's messages are English; these cover what a person can type into a form or a URL.
 _VALIDATION_MESSAGES = {
     "missing": N_("This value is required."),
+    "json_invalid": N_("The body is not valid JSON."),
     "int_parsing": N_("Enter a whole number."),
     "int_type": N_("Enter a whole number."),
     "int_from_float": N_("Enter a whole number."),
@@ -125,14 +126,27 @@ async def input_error_handler(request: Request, exc: InputError) -> Response:
             if exc.field:
                 body["field"] = exc.field
             return JSONResponse(body, status_code=exc.status_code)
-        return _error_page(request, exc.status_code, gettext("Some values are not valid"), exc.message)
+        # A rate limit (app/ratelimit.py) is not a wrong value: say what it is.
+        title = gettext("Too many requests") if exc.status_code == 429 else gettext("Some values are not valid")
+        return _error_page(request, exc.status_code, title, exc.message)
+
+
+# FastAPI's and Starlette's own English details, said in the request's language under /api.
+_FRAMEWORK_DETAILS = {
+    "There was an error parsing the body": N_("The request body cannot be read: send JSON in UTF-8, or a multipart form."),
+    "Not Found": N_("There is no page at this address."),
+    "Method Not Allowed": N_("This address does not accept that kind of request."),
+}
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> Response:
     headers = getattr(exc, "headers", None)
     with use_locale(request_locale(request)):
         if is_api(request):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+            detail = exc.detail
+            if isinstance(detail, str) and detail in _FRAMEWORK_DETAILS:
+                detail = gettext(_FRAMEWORK_DETAILS[detail])
+            return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
         default_phrase = _phrase(exc.status_code)
         custom = exc.detail if isinstance(exc.detail, str) and exc.detail != default_phrase else None
         if exc.status_code == 404:
@@ -148,16 +162,23 @@ async def http_error_handler(request: Request, exc: StarletteHTTPException) -> R
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
-    # Starlette logs the exception and re-raises it after this response is sent.
+    # Starlette logs the exception and re-raises it after this response is sent. This answer is
+    # sent from outside every middleware, so it carries the security headers itself.
+    from app.security import add_security_headers
+
     with use_locale(request_locale(request)):
         if is_api(request):
-            return JSONResponse({"detail": gettext("Internal error: the server could not complete the request.")}, status_code=500)
-        return _error_page(
-            request,
-            500,
-            gettext("Something went wrong"),
-            gettext("The server could not complete the request. Please try again."),
-        )
+            response: Response = JSONResponse(
+                {"detail": gettext("Internal error: the server could not complete the request.")}, status_code=500)
+        else:
+            response = _error_page(
+                request,
+                500,
+                gettext("Something went wrong"),
+                gettext("The server could not complete the request. Please try again."),
+            )
+    add_security_headers(response.headers)
+    return response
 
 
 def _phrase(status_code: int) -> str:

@@ -212,13 +212,17 @@ def _decode(data: bytes, settings: Settings) -> tuple[Image.Image, str]:
     except Exception:  # any parser failure on untrusted bytes means the same thing to the user
         raise _error(MSG_DAMAGED, 422, "file") from None
     fmt = img.format or ""
+    if fmt == "MPO":  # a phone's JPEG with extra pictures (depth, preview): the first one is the photo
+        fmt = "JPEG"
     if fmt not in ACCEPTED_FORMATS:
         raise _error(MSG_UNSUPPORTED_FORMAT, 415, "file", format=fmt or "?")
     W, H = img.size
     if W == 0 or H == 0:
         raise _error(MSG_NO_PIXELS, 422, "file")
-    # Checked on the header's numbers, before a single pixel is expanded in memory.
-    if W * H > settings.max_image_pixels:
+    # Checked on the header's numbers, before a single pixel is expanded in memory. Pillow's own
+    # limit counts too, explicitly: its warning is only an error while the filter above is in
+    # force, and a test runner or another library may reset the warning filters.
+    if W * H > _pixel_limit(settings):
         raise _too_many_pixels(settings)
     if fmt == "JPEG":
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is downscaled anyway.
@@ -238,8 +242,12 @@ def _decode(data: bytes, settings: Settings) -> tuple[Image.Image, str]:
     return img, fmt
 
 
+def _pixel_limit(settings: Settings) -> int:
+    return min(settings.max_image_pixels, Image.MAX_IMAGE_PIXELS or settings.max_image_pixels)
+
+
 def _too_many_pixels(settings: Settings) -> ImageError:
-    limit = settings.max_image_pixels
+    limit = _pixel_limit(settings)
     return _error(MSG_TOO_MANY_PIXELS, 413, "file", limit=format_number(limit), side=format_number(math.isqrt(limit)))
 
 

@@ -55,7 +55,6 @@ from core import train as core_train
 from core.conv import OutputSizeError, output_size
 from core.model import SPEC_KEY, Sequential, tiny_cnn
 from core.train_worker import filters_of, final_metrics
-from core.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -443,6 +442,14 @@ class JobRunner:
             self._sweep()
             return job
 
+    def sweep(self) -> int:
+        """Forget finished jobs past ``job_ttl_seconds`` now (app/cleanup.py calls this, so
+        they go even when nobody asks the runner anything); returns how many were forgotten."""
+        with self._lock:
+            before = len(self._jobs)
+            self._sweep()
+            return before - len(self._jobs)
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every job and wait for the threads to end."""
         with self._lock:
@@ -691,8 +698,10 @@ def _grid_array(grid: Any, shape: tuple[int, int, int]) -> np.ndarray:
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(gettext("grid[%(i)s][%(j)s] is not a number.") % {"i": i, "j": j})
-            if not math.isfinite(v):
+            if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(gettext("grid[%(i)s][%(j)s] is not a finite number (NaN or infinity).") % {"i": i, "j": j})
+            if not 0 <= v <= 255:  # also keeps a 400-digit integer from overflowing float64 below
+                raise ValueError(gettext("The grid's values must be between 0 and 1 (or 0 and 255)."))
     n = len(grid)
     if any(len(row) != n for row in grid) or n not in (8, 28):
         raise ValueError(gettext("The grid must be 8×8 or 28×28 numbers; got %(h)s rows of %(w)s.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 from collections.abc import AsyncIterator
@@ -14,7 +15,10 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import i18n
+from app.api_schema import install_openapi
+from app.cleanup import run_cleanup
 from app.errors import install_error_handlers
+from app.guards import RequestGuard
 from app.i18n import LocaleMiddleware
 from app.routers import api, health, pages
 from app.routers import conv
@@ -23,7 +27,10 @@ from app.routers import lesson_pages
 from app.routers import images as image_routes
 from app.routers import train_api
 from app.routers import train_page
+from app.routers import classroom
+from app.routers import practice
 from app.jobs import JobRunner
+from app.security import SecurityMiddleware
 from app.session import SessionMiddleware
 from app.settings import settings_for
 from app.templating import STATIC_DIR, env
@@ -89,9 +96,12 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     if getattr(_app.state, "jobs_users", 0) == 0:
         _app.state.jobs = JobRunner(settings_for(_app))
     _app.state.jobs_users = getattr(_app.state, "jobs_users", 0) + 1
+    # Expired uploads and finished jobs are swept even when nobody uploads or asks (app/cleanup.py).
+    cleaner = asyncio.create_task(run_cleanup(_app), name="cnnlab-cleanup")
     try:
         yield
     finally:
+        cleaner.cancel()
         _app.state.jobs_users -= 1
         if _app.state.jobs_users == 0:
             _app.state.jobs.shutdown()
@@ -101,7 +111,12 @@ def create_app() -> FastAPI:
     # Swagger UI and ReDoc load their scripts from a CDN, which breaks the offline promise;
     # the schema itself stays at /openapi.json.
     app = FastAPI(title="CNN Lab", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    # Innermost: its refusals (a 100 KB address, ?a=1&a=2, an oversized body) are answered in the
+    # visitor's language, as pages or JSON like any other bad input.
+    app.add_middleware(RequestGuard)
     app.add_middleware(SessionMiddleware)
+    # Inside LocaleMiddleware: a refused cross-site request is answered in the visitor's language.
+    app.add_middleware(SecurityMiddleware)
     app.add_middleware(LocaleMiddleware)
     app.add_middleware(Compression)
     install_error_handlers(app)
@@ -115,6 +130,10 @@ def create_app() -> FastAPI:
     app.include_router(train_page.router)
     app.include_router(train_api.router)
     app.include_router(lesson_pages.router)
+    app.include_router(classroom.router)
+    app.include_router(practice.router)
+    # Statuses the middleware answers before a route runs (400, 403, 413, 414) are in the schema too.
+    install_openapi(app)
     return app
 
 

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     job_abandon_seconds: float = Field(default=60.0, gt=0)
     job_ttl_seconds: float = Field(default=1800.0, gt=0)
     max_finished_jobs_per_session: int = Field(default=10, ge=1)
+    # app/cleanup.py deletes expired uploads and forgets expired jobs this often (at most half
+    # of either time to live), even when nobody uploads or asks about a training.
+    cleanup_interval_seconds: float = Field(default=60.0, gt=0)
 
     # Per-session rate limits (app/ratelimit.py): ``burst`` at once, then so many a minute.
     rate_uploads_per_minute: float = Field(default=20.0, gt=0)
@@ -61,6 +64,13 @@ class Settings(BaseSettings):
     rate_trainings_burst: int = Field(default=4, ge=1)
     rate_answers_per_minute: float = Field(default=30.0, gt=0)
     rate_answers_burst: int = Field(default=10, ge=1)
+
+    # Classrooms (app/classroom.py): a class whose assistant has shown no sign of life (no
+    # request, no open page) for this long ends; at most so many students per class and
+    # classes per server.
+    class_idle_seconds: float = Field(default=3600.0, gt=0)
+    max_class_students: int = Field(default=200, ge=1)
+    max_classes: int = Field(default=200, ge=1)
 
 
 @lru_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -72,6 +73,17 @@ async def read_upload_form(request: Request, settings: Settings) -> UploadForm:
         return UploadForm(bytes(data), upload.filename, state)
     finally:
         await form.close()
+
+
+def page_state(request: Request, path: str) -> str:
+    """The query string of page ``path`` the form was sent from (htmx's ``HX-Current-URL``,
+    else ``Referer``), or "": the view to show again when the body is refused unread (too
+    large, too many uploads), so the page keeps its picture and settings."""
+    for header in ("hx-current-url", "referer"):
+        url = urlsplit(request.headers.get(header, ""))
+        if url.path == path and url.netloc == request.url.netloc:
+            return url.query
+    return ""
 
 
 async def store_upload(form: UploadForm, settings: Settings) -> images.StoredImage:

@@ -20,6 +20,16 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium fonts-dejavu-core fonts-liberation
 fi
 
+# The accessibility tests inject axe-core (tests/a11y/package.json, test-only, never served):
+# Node.js and npm are needed, and the locked version is installed unless already there.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "scripts/test.sh: installing nodejs and npm with apt-get" >&2
+  apt_install nodejs npm
+fi
+if ! node -e 'const d = "./tests/a11y/"; process.exit(require(d + "package-lock.json").packages["node_modules/axe-core"].version === require(d + "node_modules/axe-core/package.json").version ? 0 : 1)' 2>/dev/null; then
+  npm ci --prefix tests/a11y --no-audit --no-fund
+fi
+
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 
 # Debian's own Python refuses `pip install` outside a virtual environment (PEP 668):

@@ -40,6 +40,18 @@ from app.main import app as cnnlab_app  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS_DIR = Path(os.environ.get("CNNLAB_SHOTS_DIR", "/tmp/shots"))
 
+# Runs before any script of every page: each CSP violation goes to window.__cspViolations and
+# to the test (through the binding, so violations on pages navigated away from still count).
+CSP_LISTENER = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+  var text = event.effectiveDirective + " refused " + (event.blockedURI || "inline") + " in " +
+    event.sourceFile + ":" + event.lineNumber + " " + (event.sample || "");
+  window.__cspViolations.push(text);
+  if (window.__cnnlabCspViolation) { window.__cnnlabCspViolation(text); }
+}, true);
+"""
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -163,6 +175,12 @@ def page(browser, live_server):
         lambda msg: console_errors.append(f"{msg.text} [{msg.location.get('url', '')}]") if msg.type == "error" else None,
     )
     browser_page.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+    # Content-Security-Policy violations (an inline style or script, an outside resource) are
+    # recorded on every page, so pagecheck.assert_clean fails on them in every browser test.
+    csp_violations: list[str] = []
+    context.expose_binding("__cnnlabCspViolation", lambda _source, text: csp_violations.append(text))
+    context.add_init_script(CSP_LISTENER)
+    browser_page.csp_violations = csp_violations
     browser_page.console_errors = console_errors
     browser_page.outside_requests = outside_requests
     yield browser_page

@@ -5,16 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 # Screenshots go into the README: keep each small.
 SHOT_LIMIT_BYTES = 250 * 1024
 
 
+def csp_violations(page) -> list[str]:
+    """Every Content-Security-Policy violation seen so far (conftest's listener records them)."""
+    seen = list(getattr(page, "csp_violations", []))
+    try:
+        current = page.evaluate("() => window.__cspViolations || []")
+    except PlaywrightError:  # the page is closed or between two documents
+        current = []
+    return seen + [text for text in current if text not in seen]
+
+
 def assert_clean(page) -> None:
-    """No console error, no uncaught exception, no request that left the loopback address."""
+    """No console error, no uncaught exception, no request that left the loopback address,
+    no Content-Security-Policy violation."""
     assert page.console_errors == [], page.console_errors
     assert page.outside_requests == []
+    violations = csp_violations(page)
+    assert violations == [], violations
 
 
 def query(page) -> dict[str, str]:

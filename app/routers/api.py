@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.api_schema import api_errors
 from app.errors import InputError
 from app.i18n import gettext as _
 from app.images import image_array
@@ -40,8 +41,12 @@ MAX_STRIDE = 64
 MAX_DILATION = 16
 MAX_PADDING = 64
 MAX_CLASSES = 1000
+# Inputs, weights and biases: products of a 15×15×4 window stay far below 2**53 (exact sums
+# of whole numbers) and nothing overflows to infinity, which JSON cannot carry.
+MAX_ABS_VALUE = 1_000_000
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
+Bounded = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 Padding = Annotated[int, Field(ge=0, le=MAX_PADDING)] | Literal["valid", "same"]
 
 
@@ -64,8 +69,11 @@ def _array(value: list, name: str, dims: tuple[int, ...]) -> np.ndarray:
                 walk(item, f"{where}[{i}]")
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(_("%(name)s%(where)s is not a number.") % {"name": name, "where": where})
-        elif not math.isfinite(v):
+        elif isinstance(v, float) and not math.isfinite(v):
             raise ValueError(_("%(name)s%(where)s is not a finite number (NaN or infinity).") % {"name": name, "where": where})
+        elif abs(v) > MAX_ABS_VALUE:
+            raise ValueError(_("%(name)s%(where)s is too large: values must be between −%(limit)s and %(limit)s.")
+                             % {"name": name, "where": where, "limit": MAX_ABS_VALUE})
 
     walk(value, "")
     try:
@@ -115,7 +123,7 @@ class ConvRequest(Body):
         description="HH×WW (one kernel, used on every channel), C×HH×WW (one filter) or F×C×HH×WW (F filters)",
         examples=[[[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]],
     )
-    bias: list[Number] | None = Field(None, description="one number per filter")
+    bias: list[Bounded] | None = Field(None, description="one number per filter")
     stride: int = Field(1, ge=1, le=MAX_STRIDE)
     padding: Padding = Field(0, description='a number of zero cells on each side, "valid" (0) or "same"')
     dilation: int = Field(1, ge=1, le=MAX_DILATION)
@@ -247,10 +255,12 @@ def _does_not_fit(e: OutputSizeError) -> InputError:
         % {"span": e.dilation * (e.k - 1) + 1, "padded": e.n + sum(e.pad), "formula": e.formula})
 
 
-ERRORS = {422: {"description": "the input cannot be used; `detail` says why"}}
+# 400: a body that is not JSON; 404: a picture given by id that is gone.
+ERRORS = api_errors(400, 422)
+IMAGE_ERRORS = api_errors(400, 404, 422)
 
 
-@router.post("/conv", response_model=ConvResponse, responses=ERRORS)
+@router.post("/conv", response_model=ConvResponse, responses=IMAGE_ERRORS)
 def conv(req: ConvRequest, settings: Annotated[Settings, Depends(get_settings)]) -> ConvResponse:
     """The whole output of one convolution layer (the vectorised engine)."""
     x, w, b = req.arrays(settings)
@@ -262,7 +272,7 @@ def conv(req: ConvRequest, settings: Annotated[Settings, Depends(get_settings)])
     return ConvResponse(output=_plain(out, _integral(x, w, b)), output_shape=list(out.shape))
 
 
-@router.post("/conv/step", response_model=ConvStepResponse, responses=ERRORS)
+@router.post("/conv/step", response_model=ConvStepResponse, responses=IMAGE_ERRORS)
 def conv_step_view(req: ConvStepRequest, settings: Annotated[Settings, Depends(get_settings)]) -> ConvStepResponse:
     """One output position with every product, each channel's sum, the bias and the sum written out."""
     x, w, b = req.arrays(settings)

@@ -26,10 +26,13 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from app.api_schema import PNG, page_errors, redirect
 from app.errors import InputError
+from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
 from app.lesson import is_served
+from app.ratelimit import limit
 from app.settings import Settings, get_settings, settings_for
 from app.templating import add_vary, render, wants_fragment
 
@@ -60,13 +63,14 @@ from app.conv_view import (
     png_cache,
     shown_map,
 )
-from app.uploads import read_upload_form, store_upload
+from app.uploads import page_state, read_upload_form, store_upload
 
 # ============================================================================== routes
 
 
 def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block: str,
-                 extra_headers: Mapping[str, str] | None = None, upload_error: str | None = None) -> HTMLResponse:
+                 extra_headers: Mapping[str, str] | None = None, upload_error: str | None = None,
+                 upload_status: int = 422) -> HTMLResponse:
     s = parsed.state
     stepper = None
     if parsed.ok:
@@ -88,12 +92,15 @@ def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block:
     if locales:
         context["locales"] = locales
     fragment = block if block == "stepper" else "lab"
-    response = render(request, "conv.html", context, fragment=fragment, headers=extra_headers)
+    # A full page with bad values is a 4xx (htmx gets 200: it swaps only 2xx responses).
+    status = page_status(request, True, upload_status) if upload_error else page_status(request, parsed.errors)
+    response = render(request, "conv.html", context, fragment=fragment, headers=extra_headers, status_code=status)
     add_vary(response, "HX-Target")
     return response
 
 
-@router.get("/conv", name="conv", response_class=HTMLResponse)
+@router.get("/conv", name="conv", response_class=HTMLResponse,
+            responses={**redirect("To the canonical address of this state."), **page_errors(422)})
 async def conv_page(request: Request) -> Response:
     """The convolution stepper. Every parameter is optional; the defaults are the slides' example.
 
@@ -164,7 +171,7 @@ def _res(request: Request) -> str:
     return res
 
 
-@router.get("/conv/output.png", name="conv_output_png", response_class=Response)
+@router.get("/conv/output.png", name="conv_output_png", response_class=Response, responses={**PNG, **page_errors(404, 422)})
 def conv_output_png(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """One filter's feature map as a picture (same parameters as /conv, plus ``filter``
     (0-based) and ``res`` = ``full`` (the stored picture, default) | ``work`` (the working
@@ -185,7 +192,7 @@ def conv_output_png(request: Request, settings: Settings = Depends(get_settings)
     return _png_response(png_cache.get_or_make(("out", res, s.compute_key(res), s.relu, f), make))
 
 
-@router.get("/conv/input.png", name="conv_input_png", response_class=Response)
+@router.get("/conv/input.png", name="conv_input_png", response_class=Response, responses={**PNG, **page_errors(404, 422)})
 def conv_input_png(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The input as a picture (same parameters as /conv, plus ``res`` and ``channel``: a
     channel index shows that channel alone, tinted; none shows the whole picture)."""
@@ -216,7 +223,8 @@ def _int_or_error(text: str, lo: int, hi: int, message: str) -> int:
     return v
 
 
-@router.post("/conv/upload", name="conv_upload", response_class=HTMLResponse)
+@router.post("/conv/upload", name="conv_upload", response_class=HTMLResponse,
+             responses={**redirect("Stored: the stepper on the new picture."), **page_errors(400, 413, 415, 422, 429)})
 async def conv_upload(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The page's upload form (multipart: ``file`` and ``state``, the current query string).
 
@@ -224,15 +232,18 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
     ``HX-Push-Url``). A bad file: the same view as before with the message next to the
     upload control; nothing else changes.
     """
-    state_text = ""
+    state_text = page_state(request, "/conv")  # until the form's own state is read
     error = None
+    error_status = 422
     stored = None
     try:
+        # Too many uploads (429): the message shows next to the upload control, like a bad file's.
+        limit(request, "uploads")
         form = await read_upload_form(request, settings)
         state_text = form.state
         stored = await store_upload(form, settings)
     except InputError as exc:
-        error = exc.message
+        error, error_status = exc.message, exc.status_code
     params = dict(parse_qsl(state_text, keep_blank_values=True))
     if stored is not None:
         params.pop("step", None)
@@ -247,4 +258,5 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
         return RedirectResponse(parsed.state.url(), status_code=303)
     headers = {"HX-Push-Url": parsed.state.url()} if stored is not None and parsed.ok else {}
     return await run_in_threadpool(
-        lambda: _render_conv(request, parsed, settings, block="lab", extra_headers=headers, upload_error=error))
+        lambda: _render_conv(request, parsed, settings, block="lab", extra_headers=headers, upload_error=error,
+                              upload_status=error_status))

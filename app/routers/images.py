@@ -14,7 +14,9 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from app import images
+from app.api_schema import api_errors
 from app.i18n import gettext
+from app.ratelimit import limit
 from app.settings import Settings, get_settings
 from app.uploads import read_upload_form, store_upload
 
@@ -84,7 +86,7 @@ _UPLOAD_BODY = {
     name="api_upload_image",
     status_code=201,
     response_model=StoredImageOut,
-    responses=_errors(400, 413, 415, 422),
+    responses={**_errors(400, 413, 415, 422), **api_errors(429)},
     openapi_extra=_UPLOAD_BODY,
     summary="Store an uploaded picture",
 )
@@ -94,6 +96,7 @@ async def upload_image(request: Request, settings: Settings = Depends(get_settin
     The same picture always gets the same id. Use the id as ``image_id`` in the stepper's
     endpoints and in ``/images/{id}.png``.
     """
+    limit(request, "uploads")  # before a byte of the body is read
     stored = await store_upload(await read_upload_form(request, settings), settings)
     body = StoredImageOut(id=stored.id, width=stored.width, height=stored.height, channels=stored.channels)
     return JSONResponse(body.model_dump(), status_code=201)

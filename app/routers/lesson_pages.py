@@ -26,9 +26,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app import conv_state, conv_view, images
+from app.api_schema import page_errors, redirect
+from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
 from app.lesson import neighbours
+from app.ratelimit import limit
 from app.settings import settings_for
 from app.templating import add_vary, render, wants_fragment
 from app.uploads import read_upload_form, store_upload
@@ -344,12 +347,13 @@ def _render_pool(request: Request, view: PoolView, *, block: str, headers: dict 
             **_lesson_nav(request, 6),
         })
     context["locales"] = _locales(request, query)
-    response = render(request, "pool.html", context, fragment="stepper" if block == "stepper" else "lab", headers=headers)
+    response = render(request, "pool.html", context, fragment="stepper" if block == "stepper" else "lab", headers=headers,
+                      status_code=page_status(request, view.errors))
     add_vary(response, "HX-Target")
     return response
 
 
-@router.get("/pool", name="pool", response_class=HTMLResponse)
+@router.get("/pool", name="pool", response_class=HTMLResponse, responses=page_errors(422))
 def pool(request: Request) -> Response:
     """The pooling stepper: input parameters (see the module), ``kind`` = ``max`` | ``avg`` |
     ``global_avg``, ``size`` 1–6 (default 2), ``stride`` 1–6 (default: the size), ``step``
@@ -411,7 +415,7 @@ def _matrix(a: np.ndarray) -> list[list[dict]]:
              for v in row] for row in a.tolist()]
 
 
-@router.get("/activation", name="activation", response_class=HTMLResponse)
+@router.get("/activation", name="activation", response_class=HTMLResponse, responses=page_errors(422))
 def activation(request: Request) -> Response:
     """Activation functions on a feature map: input parameters (see the module) and
     ``fn`` = ``relu`` (default) | ``sigmoid`` | ``tanh`` | ``leaky_relu`` (slope 0.1)."""
@@ -446,7 +450,8 @@ def activation(request: Request) -> Response:
     view["pool_link"] = f"/pool?{urlencode(src.pairs)}" if src.x is not None else None
     context = {"view": view, **_lesson_nav(request, 7), "locales": _locales(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/activation?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
-    return render(request, "activation.html", context, fragment="lab", headers=headers)
+    return render(request, "activation.html", context, fragment="lab", headers=headers,
+                  status_code=page_status(request, errors))
 
 
 # ============================================================================== grid data
@@ -481,7 +486,7 @@ def pixel_grid(a: np.ndarray, channel: str) -> dict:
     return {"H": H, "W": W, "cells": cells, "channel": channel}
 
 
-@router.get("/grid", name="grid", response_class=HTMLResponse)
+@router.get("/grid", name="grid", response_class=HTMLResponse, responses=page_errors(422))
 def grid(request: Request) -> Response:
     """An image as a grid of numbers: ``image`` (a sample or an upload id, default the MNIST
     digit), ``size`` 4–32 (the longest side in pixels), ``color`` = gray | rgb, ``zoom`` 1–4."""
@@ -527,14 +532,17 @@ def grid(request: Request) -> Response:
                "state": urlencode(pairs), "audio": audio_wave(), **_lesson_nav(request, 1),
                "locales": _locales(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/grid?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
-    return render(request, "grid.html", context, fragment="lab", headers=headers)
+    return render(request, "grid.html", context, fragment="lab", headers=headers, status_code=page_status(request, errors))
 
 
-@router.post("/grid/upload", name="grid_upload", response_class=HTMLResponse)
+@router.post("/grid/upload", name="grid_upload", response_class=HTMLResponse,
+             responses={**redirect("Stored: the grid of the new picture."), **page_errors(400, 413, 415, 422, 429)})
 async def grid_upload(request: Request) -> Response:
     """Upload a picture (multipart ``file``, ``state``) and show it as a grid."""
     settings = settings_for(request.app)
-    # A bad file raises InputError: the app's handler answers with the translated error page.
+    # A bad file (or too many uploads: 429) raises InputError: the app's handler answers with
+    # the translated error page.
+    limit(request, "uploads")
     form = await read_upload_form(request, settings)
     stored = await store_upload(form, settings)
     params = dict(parse_qsl(form.state))
@@ -591,7 +599,7 @@ def local_samples(request: Request) -> list[dict]:
     return out
 
 
-@router.get("/local", name="local", response_class=HTMLResponse)
+@router.get("/local", name="local", response_class=HTMLResponse, responses=page_errors(422))
 def local(request: Request) -> Response:
     """Local connectivity: ``h``, ``w``, ``c`` (the input), ``f`` filters of ``k``×``k``;
     ``preset`` = mnist | cifar | photo or ``image`` = a shipped sample sets the input size."""
@@ -638,4 +646,4 @@ def local(request: Request) -> Response:
                "ratio": None if counts is None else group(round(counts["ratio"])),
                **_lesson_nav(request, 2), "locales": _locales(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/local?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
-    return render(request, "local.html", context, fragment="lab", headers=headers)
+    return render(request, "local.html", context, fragment="lab", headers=headers, status_code=page_status(request, errors))

@@ -36,12 +36,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from app import images
+from app.api_schema import api_errors, page_errors, redirect
 from app.errors import InputError
+from app.guards import page_status
 from app.i18n import gettext as _
 from app.lesson import neighbours
+from app.ratelimit import limit
 from app.settings import Settings, get_settings
 from app.templating import add_vary, render, wants_fragment
-from app.uploads import read_upload_form, store_upload
+from app.uploads import page_state, read_upload_form, store_upload
 from core import pipeline as engine
 from core.conv import format_number
 from core.datasets import load
@@ -401,7 +404,8 @@ def _compute(state: State, settings: Settings, errors: dict[str, str]) -> tuple[
 _BLOCKS = {"pipeline-explain": "explain", "pipeline-backprop": "backprop", "pipeline-lab": "lab"}
 
 
-@router.get("/pipeline", name="pipeline", response_class=HTMLResponse)
+@router.get("/pipeline", name="pipeline", response_class=HTMLResponse,
+            responses={**redirect("To the address of the chosen digit."), **page_errors(422)})
 def pipeline_page(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The whole network on one digit (parameters in the module docstring)."""
     state, errors = read_state(request.query_params)
@@ -410,7 +414,8 @@ def pipeline_page(request: Request, settings: Settings = Depends(get_settings)) 
     return _page(request, state, errors, settings)
 
 
-def _page(request: Request, state: State, errors: dict[str, str], settings: Settings) -> HTMLResponse:
+def _page(request: Request, state: State, errors: dict[str, str], settings: Settings,
+          status_code: int = 422) -> HTMLResponse:
     p, real, state = _compute(state, settings, errors)
     htmx = wants_fragment(request)
     block = _BLOCKS.get(request.headers.get("hx-target", ""), "content") if htmx else "content"
@@ -429,30 +434,34 @@ def _page(request: Request, state: State, errors: dict[str, str], settings: Sett
         "prev_section": prev_section, "next_section": next_section,
     }
     headers = {"HX-Push-Url": state.url()} if htmx and block == "lab" else {}
-    response = render(request, "pipeline.html", context, fragment=block, headers=headers)
+    # A full page with bad values is a 4xx (htmx gets 200: it swaps only 2xx responses).
+    status = page_status(request, errors, status_code)
+    response = render(request, "pipeline.html", context, fragment=block, headers=headers, status_code=status)
     add_vary(response, "HX-Target")
     return response
 
 
-@router.post("/pipeline/upload", name="pipeline_upload", response_class=HTMLResponse)
+@router.post("/pipeline/upload", name="pipeline_upload", response_class=HTMLResponse,
+             responses={**redirect("Stored: the page on the new picture."), **page_errors(400, 413, 415, 422, 429)})
 async def pipeline_upload(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The page's upload form (multipart ``file``, and ``state``: the current query string).
     Success: a redirect to the page on the picture. A bad file: the page as it was, with the
     message next to the upload control."""
-    state_text = ""
+    state_text = page_state(request, "/pipeline")  # until the form's own state is read
     try:
+        limit(request, "uploads")  # too many (429): the message shows next to the upload control
         form = await read_upload_form(request, settings)
         state_text = form.state
         stored = await store_upload(form, settings)
     except InputError as exc:
         state, errors = read_state(dict(parse_qsl(state_text)))
         errors["upload"] = exc.message
-        return await run_in_threadpool(_page, request, state, errors, settings)
+        return await run_in_threadpool(_page, request, state, errors, settings, exc.status_code)
     state, _errors = read_state(dict(parse_qsl(state_text)))
     return RedirectResponse(replace(state, image=stored.id, label=None, show=None).url(), status_code=303)
 
 
-@router.get("/api/pipeline", name="api_pipeline", tags=["api"])
+@router.get("/api/pipeline", name="api_pipeline", tags=["api"], responses=api_errors(404, 422))
 def api_pipeline(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """JSON twin of /pipeline: every intermediate of one digit, forward and backward, and
     ∂L/∂w with one SGD and one Adam step for ``weight`` (same parameters as the page)."""

@@ -15,6 +15,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from app.api_schema import api_errors
 from app.errors import InputError
 from app.i18n import gettext as _
 from app.jobs import (
@@ -28,6 +29,7 @@ from app.jobs import (
     load_npz,
     predict,
 )
+from app.ratelimit import limit
 from app.session import session_id
 from app.settings import settings_for
 
@@ -40,10 +42,12 @@ POLL_SECONDS = 0.1
 # A comment line this often keeps proxies and the browser from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
 
-ERRORS = {
-    404: {"description": "no such job in this browser session"},
-    422: {"description": "the input cannot be used; `detail` says why"},
-}
+ERRORS = api_errors(404, 422, descriptions={404: "no such job in this browser session"})
+# Starting one: too many trainings (this session's rate, or the server's queue is full);
+# loading one: a file that is not a model of this lab; using one: no model yet (409).
+START_ERRORS = api_errors(400, 422, 429)
+LOAD_ERRORS = api_errors(400, 422, 429)
+USE_ERRORS = api_errors(400, 404, 409, 422)
 
 
 def runner_for(request: Request) -> JobRunner:
@@ -89,9 +93,10 @@ class JobList(BaseModel):
     jobs: list[JobView]
 
 
-@router.post("", status_code=201, response_model=JobCreated, responses={**ERRORS, 429: {"description": "too many jobs"}})
+@router.post("", status_code=201, response_model=JobCreated, responses=START_ERRORS)
 def start(spec: TrainSpec, request: Request) -> JobCreated:
     """Start training ``spec`` (``{"dataset": "digits"}`` alone trains the default model)."""
+    limit(request, "trainings")
     try:
         job = runner_for(request).submit(session_id(request), spec)
     except JobError as e:
@@ -106,9 +111,11 @@ def list_jobs(request: Request) -> JobList:
     return JobList(jobs=[JobView(**job.snapshot()) for job in jobs])
 
 
-@router.post("/load", status_code=201, response_model=JobCreated, responses=ERRORS)
+@router.post("/load", status_code=201, response_model=JobCreated, responses=LOAD_ERRORS)
 async def load(request: Request, file: Annotated[UploadFile, File(description="a .npz from weights.npz")]) -> JobCreated:
     """Load a saved model: a new, finished job whose model can predict."""
+    # FastAPI has parsed the form already (capped by app.guards); the file is not read yet.
+    limit(request, "uploads")
     settings = settings_for(request.app)
     data = await file.read(settings.max_upload_bytes + 1)
     try:
@@ -234,7 +241,7 @@ class PredictResponse(BaseModel):
     layers: list[LayerOutput] | None = Field(None, description="each layer's output for this image (Flatten left out)")
 
 
-@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=ERRORS)
+@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=USE_ERRORS)
 def classify(job_id: str, req: PredictRequest, request: Request) -> PredictResponse:
     """Classify a drawn digit (or a test image) with the job's model as trained so far."""
     job = _job(request, job_id)
@@ -246,7 +253,7 @@ def classify(job_id: str, req: PredictRequest, request: Request) -> PredictRespo
         raise InputError(str(e)) from None
 
 
-@router.get("/{job_id}/weights.npz", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
+@router.get("/{job_id}/weights.npz", responses={**ERRORS, **api_errors(409), 200: {"content": {"application/octet-stream": {}},
                                                                   "description": "the model as .npz"}})
 def weights(job_id: str, request: Request) -> Response:
     """Download the model (architecture, parameters and settings) as .npz; load it back with /api/train/load."""

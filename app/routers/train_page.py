@@ -36,14 +36,17 @@ from fastapi import APIRouter, Request
 from PIL import Image
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from app import i18n
 from app import jobs as jobs_module
+from app.api_schema import page_errors
 from app.errors import InputError
+from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
 from app.lesson import neighbours
+from app.ratelimit import limit
 from app.session import session_id
 from app.templating import base_context, env, render, wants_fragment
 from core import datasets
@@ -529,7 +532,7 @@ def sample_maps(job) -> dict[str, Any] | None:
         return None
     layer = result["layers"][1]
     return {"input": png_data_uri(np.asarray(result["input"]), False), "label": result.get("true_label"),
-            "layer": layer["layer"], "pictures": map_pictures(layer)}
+            "layer": layer["layer"], "pictures": map_pictures(layer), "ranges": map_ranges(layer)}
 
 
 def live_context(request: Request, job, upto: int | None = None) -> dict[str, Any]:
@@ -570,6 +573,9 @@ def run_context(request: Request, job, upto: int | None = None) -> dict[str, Any
 
 # ============================================================================== routes
 
+# Without htmx a form that started or loaded a run is redirected to the run's page.
+_REDIRECT = {303: {"description": "Started or loaded: see the run's page (`Location`)."}}
+
 
 def lesson_links(request: Request) -> dict[str, Any]:
     prev_section, next_section = neighbours(request.app, (9,))
@@ -585,7 +591,7 @@ def page_context(request: Request, setup: Setup, job=None, upto: int | None = No
     return ctx
 
 
-@router.get("/train", name="train")
+@router.get("/train", name="train", response_class=HTMLResponse, responses=page_errors(422))
 def train_page(request: Request) -> Response:
     """The training page. Query parameters (all optional; defaults per dataset from
     core.train.DEFAULTS): ``dataset`` = ``digits`` | ``mnist``, ``filters``, ``kernel``,
@@ -599,10 +605,12 @@ def train_page(request: Request) -> Response:
     if wants_fragment(request):
         headers["HX-Push-Url"] = setup.url() if not setup.errors else str(request.url.path) + "?" + request.url.query
     block = {"train-summary": "summary", "train-setup": "setup"}.get(target or "", "content")
-    return render(request, "train.html", page_context(request, setup), fragment=block, headers=headers)
+    return render(request, "train.html", page_context(request, setup), fragment=block, headers=headers,
+                  status_code=page_status(request, setup.errors))
 
 
-@router.post("/train/jobs", name="train_start")
+@router.post("/train/jobs", name="train_start", response_class=HTMLResponse,
+             responses={**_REDIRECT, **page_errors(400, 422, 429)})
 async def train_start(request: Request) -> Response:
     """Start a run from the setup form (same fields as ``GET /train``); answers with the run panel."""
     form = await request.form()
@@ -610,12 +618,17 @@ async def train_start(request: Request) -> Response:
     if not setup.ok or setup.spec is None:
         problems = list(setup.errors.values())
         return render(request, "_train_problem.html", {"problems": problems, "title": _("The training did not start")},
-                      fragment=None)
+                      fragment=None, status_code=page_status(request, True))
+    try:
+        limit(request, "trainings")  # too many starts in a short time: 429, said in the run panel
+    except InputError as exc:
+        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The training did not start")},
+                      fragment=None, status_code=page_status(request, True, exc.status_code))
     try:
         job = runner(request).submit(session_id(request), setup.spec)
     except jobs_module.JobError as exc:
         return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The training did not start")},
-                      fragment=None)
+                      fragment=None, status_code=page_status(request, True, exc.status_code))
     if not wants_fragment(request):
         return Response(status_code=303, headers={"location": f"/train/jobs/{job.id}"})
     return await run_in_threadpool(_render_run, request, job, 0)
@@ -631,7 +644,7 @@ def setup_params(spec: Any) -> dict[str, str]:
     return {name: _fmt(spec_value(spec, name)) for name in FIELDS if spec_value(spec, name) is not None}
 
 
-@router.get("/train/jobs/{job_id}", name="train_run")
+@router.get("/train/jobs/{job_id}", name="train_run", response_class=HTMLResponse, responses=page_errors(404))
 async def train_run(request: Request, job_id: str) -> Response:
     """One run of this browser: its progress, curves, filters and, once finished, the
     confusion matrix and misclassified examples; the page with its setup filled in."""
@@ -640,7 +653,8 @@ async def train_run(request: Request, job_id: str) -> Response:
     return await run_in_threadpool(_render_run, request, job, None if job.status in FINISHED else 0)
 
 
-@router.delete("/train/jobs/{job_id}", name="train_stop")
+@router.delete("/train/jobs/{job_id}", name="train_stop", response_class=HTMLResponse,
+               responses=page_errors(404))
 async def train_stop(request: Request, job_id: str) -> Response:
     """Stop a run; the weights trained so far stay usable."""
     job = find_job(request, job_id)
@@ -682,7 +696,9 @@ def sse_event(name: str, html: str) -> str:
     return f"event: {name}\n{data}\n\n"
 
 
-@router.get("/train/jobs/{job_id}/events", name="train_events")
+@router.get("/train/jobs/{job_id}/events", name="train_events", responses={
+    200: {"content": {"text/event-stream": {}}, "description": "`progress` events with the run's HTML, then `done`"},
+    **page_errors(404)})
 async def train_events(request: Request, job_id: str) -> StreamingResponse:
     """Server-sent events: ``progress`` with the HTML of ``#train-live`` whenever the run
     changed (at most MAX_UPDATES_PER_SECOND), then one ``done`` when it has ended."""
@@ -734,6 +750,16 @@ def parse_grid(text: str, side: int) -> list[list[float]]:
     return [values[r * side:(r + 1) * side] for r in range(side)]
 
 
+def map_ranges(layer: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Each channel's smallest and largest value, for its picture's text alternative."""
+    values = np.asarray(layer["values"], dtype=np.float64)
+
+    def short(v: float) -> str:  # three significant digits, a true minus sign
+        return f"{v:.3g}".replace("-", "\u2212")
+
+    return [{"min": short(float(channel.min())), "max": short(float(channel.max()))} for channel in values]
+
+
 def map_pictures(layer: Mapping[str, Any]) -> list[str]:
     """One picture per channel of a layer's output (C, H, W), one colour scale for all."""
     values = np.asarray(layer["values"], dtype=np.float64)
@@ -753,13 +779,14 @@ def prediction_context(result: Mapping[str, Any], dataset: str) -> dict[str, Any
         if values.ndim != 3:
             continue
         maps.append({"layer": layer["layer"], "shape": "×".join(str(d) for d in layer["shape"]),
-                     "pictures": map_pictures(layer)})
+                     "pictures": map_pictures(layer), "ranges": map_ranges(layer)})
     return {"bars": bars, "label": label, "true_label": result.get("true_label"),
             "input": png_data_uri(np.asarray(result["input"]), False), "maps": maps,
             "test_index": result.get("test_index")}
 
 
-@router.post("/train/jobs/{job_id}/predict", name="train_predict")
+@router.post("/train/jobs/{job_id}/predict", name="train_predict", response_class=HTMLResponse,
+             responses=page_errors(400, 404, 409, 422))
 async def train_predict(request: Request, job_id: str) -> Response:
     """Classify a drawing (``grid``: side×side comma-separated values in [0, 1], row by row,
     ink = 1) or a held-out image (``test_index``) with the run's model as it is now."""
@@ -790,9 +817,15 @@ async def train_predict(request: Request, job_id: str) -> Response:
     return await run_in_threadpool(make)
 
 
-@router.post("/train/load", name="train_load")
+@router.post("/train/load", name="train_load", response_class=HTMLResponse,
+             responses={**_REDIRECT, **page_errors(400, 422, 429)})
 async def train_load(request: Request) -> Response:
     """A ``.npz`` saved from this page (``file``) becomes a finished run of this browser."""
+    try:
+        limit(request, "uploads")  # before the body is read; 429 is said in the run panel
+    except InputError as exc:
+        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The file could not be loaded")},
+                      fragment=None, status_code=page_status(request, True, exc.status_code))
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):

@@ -1,0 +1,490 @@
+"""Classrooms (app/classroom.py): pages, the live event stream and the JSON API.
+
+Pages: ``/class`` (join with a code, or start a class), ``/class/{code}`` (a student follows
+the assistant), ``/class/{code}/present`` (the assistant's projector page: code and QR code),
+``/class/{code}/bar`` (the class bar that static/js/classroom.js puts on every lesson page of
+a browser in a class), ``/class/{code}/qr.svg`` and ``/class/{code}/events`` (server-sent
+events: ``view``, ``count``, ``panel``, ``closed``).
+
+API (every change of a class; the pages' buttons post here and the result comes back to
+every screen through the event stream): ``/api/class/{code}`` and ``…/view``,
+``…/question``, ``…/reveal``, ``…/answer``. Only the browser holding the class's secret
+cookie may show views, ask, reveal or end the class; anyone else gets a 403 with a message.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import segno
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from app import i18n
+from app.classroom import (
+    ClassStore,
+    NoSuchClass,
+    Room,
+    Student,
+    clean_view,
+    code_ok,
+    format_value,
+    histogram,
+    host_cookie,
+    is_host,
+    make_question,
+    new_secret,
+    normalise_code,
+    parse_answer,
+    store_for,
+)
+from app.errors import InputError
+from app.i18n import gettext as _
+from app.lesson import SECTIONS, is_served
+from app.ratelimit import limit
+from app.session import session_id
+from app.settings import settings_for
+from app.templating import base_context, env, render
+
+# Every route is ``async``: classes are changed and read on the event loop only, so a stream
+# never sees a room half-changed by a worker thread (and no thread waits for the GIL).
+router = APIRouter(tags=["class"])
+
+# A comment line this often keeps proxies and the browser from closing a quiet stream; the
+# assistant's open stream also keeps the class alive this way.
+HEARTBEAT_SECONDS = 15.0
+# The assistant's sign of life is written at most this often (a write wakes no stream).
+TOUCH_SECONDS = 5.0
+
+
+# ============================================================================== helpers
+
+
+def _store(request: Request) -> ClassStore:
+    return store_for(request)
+
+
+def _room(request: Request, code: str) -> Room:
+    code = normalise_code(code)
+    room = _store(request).get(code) if code_ok(code) else None
+    if room is None:
+        raise InputError(_("There is no class with the code “%(code)s”. Check the code on the projector: "
+                           "the class may have ended.") % {"code": code[:16]}, status_code=404)
+    return room
+
+
+def _host_room(request: Request, code: str) -> Room:
+    """The class, when this browser is its assistant; otherwise a 403 with a message."""
+    room = _room(request, code)
+    if not is_host(request, room):
+        raise InputError(_("Only the assistant who started this class can do this."), status_code=403)
+    _touch(request, room)
+    return room
+
+
+def _touch(request: Request, room: Room) -> None:
+    now = time.monotonic()
+    every = min(TOUCH_SECONDS, settings_for(request.app).class_idle_seconds / 4)
+    if now - room.active >= every:
+        _store(request).touch(room.code, now)
+
+
+def _join(request: Request, room: Room) -> str:
+    """Count this browser as one of the class's students (once); a 403 when the class is full."""
+    sid = session_id(request)
+    if sid in room.students:
+        return sid
+    most = settings_for(request.app).max_class_students
+
+    def join(r: Room) -> None:
+        if sid not in r.students:
+            if len(r.students) >= most:
+                raise InputError(_("This class is full: it has %(n)s students already.") % {"n": most},
+                                 status_code=403)
+            r.students[sid] = Student(joined=time.monotonic())
+
+    _update(request, room.code, join)
+    return sid
+
+
+def _update(request: Request, code: str, change):
+    try:
+        return _store(request).update(code, change)
+    except NoSuchClass:
+        raise InputError(_("This class has ended."), status_code=404) from None
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """A JSON object or a form, as a dict of strings and values."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = await request.json()
+        except ValueError:
+            raise InputError(_("The request body is not valid JSON.")) from None
+        if not isinstance(data, dict):
+            raise InputError(_("The request body must be a JSON object."))
+        return data
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def join_url(request: Request, code: str | None = None) -> str:
+    base = str(request.base_url).rstrip("/")
+    return f"{base}/class/{code}" if code else f"{base}/class"
+
+
+def _fragment(request: Request, template: str, context: dict[str, Any]) -> str:
+    ctx = base_context(request)
+    ctx.update(context)
+    with i18n.use_locale(ctx["locale"]):
+        return env.get_template(template).render(ctx)
+
+
+def _views(request: Request) -> list[dict]:
+    """The lesson's pages, as links the assistant opens to start."""
+    seen, out = set(), []
+    for s in SECTIONS:
+        if s.href not in seen and is_served(request.app, s.path):
+            seen.add(s.href)
+            out.append({"href": s.href, "number": s.number, "title": _(s.title)})
+    return out
+
+
+# ============================================================================== what screens show
+
+
+def panel_context(room: Room, host: bool, sid: str | None) -> dict[str, Any]:
+    q = room.question
+    ctx: dict[str, Any] = {"code": room.code, "host": host, "q": q, "connected": room.connected}
+    if q is None:
+        return ctx
+    mine = q.answers.get(sid) if sid else None
+    bars = histogram(q) if host else []
+    top = max((b["count"] for b in bars), default=1)
+    ctx.update({
+        # Students who answered and then closed their page still count among those asked.
+        "connected": max(room.connected, len(q.answers)),
+        "answered": len(q.answers), "bars": bars, "top": top,
+        "answer": format_value(q.answer) if q.revealed else None,
+        "mine": None if mine is None else format_value(mine),
+        "mine_right": None if mine is None else q.is_right(mine),
+    })
+    return ctx
+
+
+def bar_context(request: Request, room: Room, host: bool, following: bool, present: bool = False) -> dict[str, Any]:
+    sid = None if host else session_id(request)
+    return {"room": room, "code": room.code, "host": host, "following": following, "present": present,
+            "join_url": join_url(request), "panel": panel_context(room, host, sid)}
+
+
+def _event(name: str, data: str) -> str:
+    lines = data.splitlines() or [""]
+    return f"event: {name}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+def _changes(request: Request, room: Room, host: bool, sid: str | None, sent: dict) -> list[tuple[str, str]]:
+    """The events this screen needs now that the class changed: only what it has not seen."""
+    out = []
+    if not host and sent.get("view") != room.view_seq:
+        sent["view"] = room.view_seq
+        out.append(("view", room.view or ""))
+    q = room.question
+    if host:
+        if sent.get("count") != room.connected:
+            sent["count"] = room.connected
+            out.append(("count", str(room.connected)))
+        key = (q.id, q.revealed, room.answers_seq, room.connected) if q else None
+    else:
+        key = (q.id, q.revealed, q.answers.get(sid)) if q else None
+    if sent.get("panel", ()) != key:
+        sent["panel"] = key
+        out.append(("panel", _fragment(request, "_class_panel.html", {"p": panel_context(room, host, sid)})))
+    return out
+
+
+# ============================================================================== pages
+
+
+PAGE_ERRORS = {403: {"description": "not allowed for this browser, or the class is full"},
+               404: {"description": "no such class (or it has ended)"}}
+PAGE_REDIRECT = {303: {"description": "see the address in Location"}}
+
+
+@router.get("/class", name="class_join", response_class=HTMLResponse)
+async def class_join(request: Request) -> HTMLResponse:
+    """Join a class with its code, or start one (for the assistant)."""
+    return render(request, "class_join.html", {"typed": "", "error": None, "join_url": join_url(request)},
+                  fragment=None)
+
+
+@router.get("/class/go", name="class_go", response_class=HTMLResponse,
+            responses={**PAGE_REDIRECT, 404: {"description": "no such class: the form again, with a message"},
+                       422: {"description": "no code typed"}})
+async def class_go(request: Request, code: str = "") -> Response:
+    """The join form: ``code`` as typed -> that class's page, or the form again with a message."""
+    typed = normalise_code(code)
+    room = _store(request).get(typed) if code_ok(typed) else None
+    if room is None:
+        error = (_("Type the code shown on the projector.") if not typed else
+                 _("There is no class with the code “%(code)s”. Check the code on the projector: "
+                   "the class may have ended.") % {"code": typed})
+        return render(request, "class_join.html", {"typed": typed, "error": error, "join_url": join_url(request)},
+                      fragment=None, status_code=404 if typed else 422)
+    return RedirectResponse(f"/class/{room.code}", status_code=303)
+
+
+@router.post("/class", name="class_create", status_code=303, response_class=Response,
+             responses={303: {"description": "the new class's projector page"},
+                        503: {"description": "too many classes on this server"}})
+async def class_create(request: Request) -> Response:
+    """Start a class: this browser becomes its assistant (a secret cookie), then the projector page."""
+    settings = settings_for(request.app)
+    token, secret_hash = new_secret()
+    room = _store(request).create(secret_hash, time.monotonic(), settings.max_classes)
+    response = RedirectResponse(f"/class/{room.code}/present", status_code=303)
+    response.set_cookie(host_cookie(room.code), token, httponly=True, samesite="strict", path="/")
+    return response
+
+
+@router.get("/class/{code}", name="class_follow", response_class=HTMLResponse,
+            responses={**PAGE_REDIRECT, **PAGE_ERRORS})
+async def class_follow(code: str, request: Request) -> Response:
+    """A student's screen: the page the assistant shows, live, and the quick questions."""
+    room = _room(request, code)
+    if is_host(request, room):
+        return RedirectResponse(f"/class/{room.code}/present", status_code=303)
+    _join(request, room)
+    room = _room(request, code)
+    return render(request, "class_follow.html", {**bar_context(request, room, False, True), "view": room.view or ""},
+                  fragment=None)
+
+
+@router.get("/class/{code}/present", name="class_present", response_class=HTMLResponse, responses=PAGE_ERRORS)
+async def class_present(code: str, request: Request) -> HTMLResponse:
+    """The assistant's projector page: the code, big, a QR code of the join address, and the lesson."""
+    room = _host_room(request, code)
+    return render(request, "class_present.html", {**bar_context(request, room, True, False, present=True),
+                                                  "follow_url": join_url(request, room.code),
+                                                  "views": _views(request)}, fragment=None)
+
+
+@router.get("/class/{code}/bar", name="class_bar", response_class=HTMLResponse, responses=PAGE_ERRORS)
+async def class_bar(code: str, request: Request) -> HTMLResponse:
+    """The class bar for a lesson page: the assistant's (count, question) or a student's (follow again)."""
+    room = _room(request, code)
+    host = is_host(request, room)
+    if host:
+        _touch(request, room)
+    else:
+        _join(request, room)
+    return render(request, "_class_bar.html", bar_context(request, room, host, False), fragment=None)
+
+
+@router.get("/class/{code}/qr.svg", name="class_qr", response_class=Response,
+            responses={200: {"content": {"image/svg+xml": {}}, "description": "the QR code"}, **PAGE_ERRORS})
+async def class_qr(code: str, request: Request) -> Response:
+    """A QR code of this class's join address (on this server's host name), as SVG."""
+    room = _room(request, code)
+    qr = segno.make(join_url(request, room.code), error="m")
+    buffer = io.BytesIO()
+    qr.save(buffer, kind="svg", scale=10, border=2, xmldecl=False, svgns=True, title=room.code)
+    return Response(buffer.getvalue(), media_type="image/svg+xml", headers={"cache-control": "private, max-age=3600"})
+
+
+@router.get("/class/{code}/events", name="class_events",
+            responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}, **PAGE_ERRORS})
+async def class_events(code: str, request: Request) -> StreamingResponse:
+    """Server-sent events of one class for this screen: ``view`` (students: the path to show),
+    ``count`` (the assistant: students connected), ``panel`` (the quick question, as HTML),
+    ``closed`` (the class ended); a comment line every 15 s."""
+    room = _room(request, code)
+    store = _store(request)
+    host = is_host(request, room)
+    sid = None if host else _join(request, room)
+    code = room.code
+    sub = store.subscribe(code)
+
+    def connect(step: int):
+        def change(r: Room) -> None:
+            student = r.students.get(sid)
+            if student is not None:
+                student.streams = max(0, student.streams + step)
+        return change
+
+    if not host:
+        _update(request, code, connect(+1))
+
+    async def stream():
+        sent: dict[str, Any] = {}
+        try:
+            yield "retry: 2000\n\n"
+            while True:
+                # Through store_for: every stream's wake-up also ends classes idle too long.
+                now_room = _store(request).get(code)
+                if now_room is None:
+                    yield _event("closed", _fragment(request, "_class_closed.html", {}))
+                    return
+                if host:
+                    _touch(request, now_room)
+                for name, data in _changes(request, now_room, host, sid, sent):
+                    yield _event(name, data)
+                if not await sub.wait(HEARTBEAT_SECONDS):
+                    yield ": heartbeat\n\n"
+        finally:
+            sub.close()
+            if not host:
+                try:
+                    store.update(code, connect(-1))
+                except NoSuchClass:
+                    pass
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# ============================================================================== JSON API
+
+
+class ClassView(BaseModel):
+    code: str = Field(description="the join code")
+    students: int = Field(description="students connected now")
+    joined: int = Field(description="students who joined")
+    view: str | None = Field(description="the page the assistant shows (path and query)")
+    question: dict[str, Any] | None = Field(description="the open quick question, if any")
+    host: bool = Field(description="true for the assistant's browser")
+
+
+def _question_json(room: Room, host: bool, sid: str | None) -> dict[str, Any] | None:
+    q = room.question
+    if q is None:
+        return None
+    out: dict[str, Any] = {"id": q.id, "kind": q.kind, "page": q.page, "view": q.view, "step": q.step,
+                           "row": q.row, "col": q.col, "channel": q.channel, "answered": len(q.answers),
+                           "revealed": q.revealed}
+    if sid is not None and sid in q.answers:
+        out["mine"] = q.answers[sid]
+    if q.revealed:
+        out.update(answer=q.answer, tolerance=q.tolerance, solution=q.solution)
+    if host:
+        out["histogram"] = [{"label": b["label"], "count": b["count"], "right": b["right"] if q.revealed else None}
+                            for b in histogram(q)]
+    return out
+
+
+def _class_json(request: Request, room: Room) -> ClassView:
+    host = is_host(request, room)
+    sid = request.state.session_id if getattr(request.state, "session_id", None) else None
+    return ClassView(code=room.code, students=room.connected, joined=len(room.students), view=room.view,
+                     question=_question_json(room, host, None if host else sid), host=host)
+
+
+ERRORS = {403: {"description": "only the class's assistant may do this"},
+          404: {"description": "no such class (or it has ended)"},
+          409: {"description": "not possible now (no question open, no view to ask about…); `detail` says why"},
+          422: {"description": "the input cannot be used; `detail` says why"}}
+
+
+@router.get("/api/class/{code}", response_model=ClassView, responses=ERRORS)
+async def api_class(code: str, request: Request) -> ClassView:
+    """The class now: code, students, the view shown and the open question (its answer once revealed)."""
+    return _class_json(request, _room(request, code))
+
+
+@router.post("/api/class/{code}/view", response_model=ClassView, responses=ERRORS)
+async def api_view(code: str, request: Request) -> ClassView:
+    """Show a page to the class: ``url`` = a lesson page's path and query (assistant only)."""
+    room = _host_room(request, code)
+    view = clean_view(str((await _body(request)).get("url", "")))
+
+    def show(r: Room) -> None:
+        if r.view != view:
+            r.view = view
+            r.view_seq += 1
+
+    _update(request, room.code, show)
+    return _class_json(request, room)
+
+
+@router.post("/api/class/{code}/question", response_model=ClassView, responses=ERRORS)
+async def api_ask(code: str, request: Request) -> ClassView:
+    """Ask the class about the view shown (assistant only): ``kind`` = ``next_value`` (what
+    value comes next? the default) or ``output_size`` (how many rows does the output have?)."""
+    room = _host_room(request, code)
+    kind = str((await _body(request)).get("kind") or "next_value")
+    question = make_question(kind, room.view, request, settings_for(request.app), room.questions + 1)
+
+    def ask(r: Room) -> None:
+        r.questions += 1
+        question.id = r.questions
+        r.question = question
+        r.answers_seq += 1
+
+    _update(request, room.code, ask)
+    return _class_json(request, room)
+
+
+@router.post("/api/class/{code}/reveal", response_model=ClassView, responses=ERRORS)
+async def api_reveal(code: str, request: Request) -> ClassView:
+    """Show everyone the right answer and its worked solution (assistant only)."""
+    room = _host_room(request, code)
+
+    def reveal(r: Room) -> None:
+        if r.question is None:
+            raise InputError(_("There is no question to reveal: ask one first."), status_code=409)
+        r.question.revealed = True
+
+    _update(request, room.code, reveal)
+    return _class_json(request, room)
+
+
+@router.delete("/api/class/{code}/question", response_model=ClassView, responses=ERRORS)
+async def api_close_question(code: str, request: Request) -> ClassView:
+    """Put the question away (assistant only)."""
+    room = _host_room(request, code)
+
+    def close(r: Room) -> None:
+        r.question = None
+        r.answers_seq += 1
+
+    _update(request, room.code, close)
+    return _class_json(request, room)
+
+
+@router.post("/api/class/{code}/answer", response_model=ClassView,
+             responses={**ERRORS, 429: {"description": "too many answers in a short time"}})
+async def api_answer(code: str, request: Request) -> ClassView:
+    """A student's answer to the open question: ``value`` (a number; the last one sent counts)."""
+    room = _room(request, code)
+    if is_host(request, room):
+        raise InputError(_("The assistant asks the questions; students answer them."), status_code=403)
+    sid = session_id(request)
+    if sid not in room.students:
+        raise InputError(_("Join the class before answering."), status_code=403)
+    limit(request, "answers")
+    value = parse_answer(str((await _body(request)).get("value", "")))
+
+    def answer(r: Room) -> None:
+        q = r.question
+        if q is None or q.revealed:
+            raise InputError(_("There is no open question right now."), status_code=409)
+        q.answers[sid] = value
+        r.answers_seq += 1
+
+    _update(request, room.code, answer)
+    return _class_json(request, room)
+
+
+@router.delete("/api/class/{code}", status_code=204, responses=ERRORS)
+async def api_end(code: str, request: Request) -> Response:
+    """End the class (assistant only): every screen is told, and the code stops working."""
+    room = _host_room(request, code)
+    _store(request).delete(room.code)
+    response = Response(status_code=204)
+    response.delete_cookie(host_cookie(room.code), path="/")
+    return response
+

@@ -1,0 +1,211 @@
+"""Classrooms in real Chromium: two browser contexts, the assistant (1280×720, projector
+mode) and a student (a 390×844 phone), talking through the live server."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import expect
+
+from core import kernels
+from core.conv import conv_step, format_number
+from tests import test_a11y as a11y
+from tests.pagecheck import assert_clean, projector_on, save_shot
+
+SHOTS = "classroom"
+
+
+def seed_value(step: int) -> str:
+    """The value the seed stepper shows at ``step``, straight from the engine."""
+    return format_number(conv_step(kernels.SEED_INPUT, kernels.SEED_KERNEL, step=step).value)
+
+
+@pytest.fixture
+def student(browser, live_server):
+    """A second browser context made like conftest's ``page``: a phone, no cookies."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US", is_mobile=True,
+                                  has_touch=True)
+    local_host = urlsplit(live_server).netloc
+    outside: list[str] = []
+
+    def only_loopback(route, request) -> None:
+        target = urlsplit(request.url)
+        if target.scheme in ("data", "blob") or target.netloc == local_host:
+            route.continue_()
+        else:
+            outside.append(request.url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    phone = context.new_page()
+    phone.set_default_timeout(10_000)
+    errors: list[str] = []
+    phone.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    phone.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    phone.console_errors = errors
+    phone.outside_requests = outside
+    yield phone
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def axe_js() -> str:
+    """axe-core, as tests/test_a11y.py injects it (it fails there with how to install it)."""
+    if not a11y.AXE_JS.is_file():
+        pytest.fail(f"axe-core is not installed ({a11y.AXE_JS} is missing): run `bash scripts/test.sh`.", pytrace=False)
+    return a11y.AXE_JS.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def shots(shots_dir):
+    folder = shots_dir / SHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def start_class(host, live_server) -> str:
+    host.goto(f"{live_server}/class")
+    host.locator("#class-start").click()
+    expect(host.locator("#class-code-big")).to_be_visible()
+    host.wait_for_load_state()  # app.js wires the projector button on DOMContentLoaded
+    return host.locator("#class-code-big").inner_text().strip()
+
+
+def join(student, live_server, code: str) -> None:
+    student.goto(f"{live_server}/class")
+    student.locator("#class-code-input").fill(code.lower())
+    student.locator("#class-join-form button[type=submit]").click()
+    expect(student).to_have_url(f"{live_server}/class/{code}")
+
+
+def test_student_follows_three_steps_detaches_and_follows_again(page, student, live_server, shots):
+    host = page
+    code = start_class(host, live_server)
+    projector_on(host)
+    join(student, live_server, code)
+    # The assistant's projector counts the student as soon as the phone's stream is open.
+    expect(host.locator("#class-count")).to_have_text("1")
+    save_shot(host, shots, "present-projector-1280x720.png")
+
+    host.locator(".class-views__list a[href='/conv?preset=seed']").click()
+    expect(host.locator("#class-bar")).to_be_visible()
+    expect(host.locator("#conv-status strong")).to_have_text(seed_value(0))
+    stage = student.locator("#class-stage")
+    expect(stage.locator("#conv-status strong")).to_have_text(seed_value(0))
+
+    for k in (1, 2, 3):
+        host.locator("#conv-next").click()
+        expect(host.locator("#conv-status strong")).to_have_text(seed_value(k))
+        expect(stage.locator("#conv-status strong")).to_have_text(seed_value(k))
+        expect(stage.locator("#conv-status")).to_contain_text(f"{k + 1}")
+    assert urlsplit(student.url).path == f"/class/{code}"
+    # Following is watching: the followed view cannot be clicked.
+    assert stage.get_attribute("inert") is not None
+    save_shot(student, shots, "follow-phone-390x844.png")
+
+    # Detach: the phone opens that view as a page of its own and stays there.
+    student.locator("#class-detach").click()
+    expect(student.locator("#class-refollow")).to_be_visible()
+    assert urlsplit(student.url).path == "/conv"
+    expect(student.locator("#conv-status strong")).to_have_text(seed_value(3))
+    host.locator("#conv-next").click()
+    expect(host.locator("#conv-status strong")).to_have_text(seed_value(4))
+    student.wait_for_timeout(600)
+    expect(student.locator("#conv-status strong")).to_have_text(seed_value(3))
+    save_shot(student, shots, "detached-phone-390x844.png")
+
+    # One click follows again, at the assistant's step.
+    student.locator("#class-refollow").click()
+    expect(student).to_have_url(f"{live_server}/class/{code}")
+    expect(stage.locator("#conv-status strong")).to_have_text(seed_value(4))
+    assert_clean(host)
+    assert_clean(student)
+
+
+def test_quick_question_reaches_the_assistants_histogram(page, student, live_server, shots, axe_js):
+    host = page
+    code = start_class(host, live_server)
+    projector_on(host)
+    join(student, live_server, code)
+    host.goto(f"{live_server}/conv?preset=seed&kernel=seed&step=2")
+    expect(host.locator("#class-ask")).to_be_visible()
+    stage = student.locator("#class-stage")
+    expect(stage.locator("#conv-status strong")).to_have_text(seed_value(2))
+    save_shot(host, shots, "bar-projector-1280x720.png")
+
+    host.locator("#class-ask").click()
+    expect(host.locator("#class-answered")).to_have_text("0")
+    answer_field = student.locator("#class-answer-value")
+    expect(answer_field).to_be_visible()
+    right = seed_value(3)
+    wrong = str(int(right.replace("\u2212", "-")) + 5)
+    # A first, wrong answer, then the right one: the last one counts.
+    answer_field.fill(wrong)
+    student.locator("#class-send").click()
+    expect(student.locator("#class-sent")).to_contain_text(wrong)
+    expect(host.locator(f"#class-hist g[data-value='{wrong}']")).to_have_attribute("data-count", "1")
+    student.locator("#class-answer-value").fill(right.replace("\u2212", "-"))
+    student.locator("#class-send").click()
+    expect(student.locator("#class-sent")).to_contain_text(right)
+    bar = host.locator(f"#class-hist g[data-value='{right}']")
+    expect(bar).to_have_attribute("data-count", "1")
+    expect(host.locator(f"#class-hist g[data-value='{wrong}']")).to_have_count(0)
+    expect(host.locator("#class-answered")).to_have_text("1")
+    save_shot(host, shots, "question-projector-1280x720.png")
+    save_shot(student, shots, "question-phone-390x844.png")
+
+    host.locator("#class-reveal").click()
+    expect(host.locator("#class-right-answer")).to_have_text(right)
+    expect(bar).to_have_class("class-hist__bar is-right")
+    expect(student.locator("#class-right-answer")).to_have_text(right)
+    expect(student.locator("#class-verdict")).to_contain_text("✓")
+    expect(student.locator("#class-solution")).to_have_text(
+        conv_step(kernels.SEED_INPUT, kernels.SEED_KERNEL, step=3).text)
+    save_shot(host, shots, "revealed-projector-1280x720.png")
+    save_shot(student, shots, "revealed-phone-390x844.png")
+    a11y.assert_axe_clean(host, axe_js, "the assistant's bar with a revealed question")
+    a11y.assert_axe_clean(student, axe_js, "the follow page with a revealed question")
+    assert_clean(host)
+    assert_clean(student)
+
+
+def test_student_follows_pooling_and_sees_the_class_end(page, student, live_server):
+    host = page
+    code = start_class(host, live_server)
+    join(student, live_server, code)
+    fetched: list[tuple[str, str | None]] = []
+    student.on("request", lambda r: fetched.append((urlsplit(r.url).path, r.headers.get("hx-target")))
+               if urlsplit(r.url).path == "/pool" else None)
+    host.goto(f"{live_server}/pool?input=example&kind=max&size=2")
+    stage = student.locator("#class-stage")
+    example = [[1, 3, 2, 1], [4, 6, 5, 0], [3, 1, 1, 2], [7, 2, 8, 4]]
+    maxima = [max(example[r][c] for r in (2 * i, 2 * i + 1) for c in (2 * j, 2 * j + 1)) for i in (0, 1) for j in (0, 1)]
+    expect(stage.locator("form[data-stepper='pool'][data-step='0']")).to_have_count(1)
+    for k in (1, 2):
+        host.locator("#pool-next").click()
+        expect(host.locator("#pool-stepper")).to_have_attribute("data-step", str(k))
+        expect(stage.locator("#pool-stepper")).to_have_attribute("data-step", str(k))
+        expect(stage.locator("#pool-status strong")).to_have_text(str(maxima[k]))
+    # The first view is the whole page; a step fetches only the stepper.
+    assert fetched == [("/pool", None), ("/pool", "pool-stepper"), ("/pool", "pool-stepper")]
+    # The assistant ends the class from the projector page: the phone is told.
+    host.locator("#class-code").click()
+    expect(host).to_have_url(f"{live_server}/class/{code}/present")
+    host.wait_for_load_state()  # htmx wires the button once the page has loaded
+    host.locator("#class-end").click()
+    expect(student.locator("#class-closed-message")).to_be_visible()
+    expect(host.locator("#class-closed-message")).to_be_visible()
+    assert student.evaluate("() => sessionStorage.getItem('cnnlab-class')") is None
+    assert_clean(host)
+    assert_clean(student)
+
+
+def test_class_pages_pass_axe(page, student, live_server, axe_js):
+    code = start_class(page, live_server)
+    a11y.assert_axe_clean(page, axe_js, "/class/<code>/present")
+    student.goto(f"{live_server}/class/go?code=nope")
+    a11y.assert_axe_clean(student, axe_js, "/class/go with a bad code")
+    join(student, live_server, code)
+    a11y.assert_axe_clean(student, axe_js, "/class/<code>")
+    assert_clean(page)
