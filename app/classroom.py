@@ -89,7 +89,9 @@ class Question:
       one after the view's); row, col, channel: that output position (1-based for people);
       solution: the worked sum (``35·(−2) + … = 78``);
     - "output_size": how many rows does the output have? solution: the output-size formula
-      with the view's numbers (``⌊(5 + 0 − 1·(3 − 1) − 1)/1⌋ + 1 = 3``).
+      with the view's numbers (``⌊(5 + 0 − 1·(3 − 1) − 1)/1⌋ + 1 = 3``);
+    - "param_count": how many parameters does this layer learn? solution: ``(3·3·1 + 1)·1 = 10``
+      on a convolution, and 0 on a pooling layer (it learns nothing).
 
     page: "conv" | "pool"; answer: the value; tolerance: 0.0 = exact.
     answers: student id → the number they sent (the last one counts).
@@ -346,7 +348,7 @@ def clean_view(url: str) -> str:
 
 # ============================================================================== quick questions
 
-QUESTION_KINDS = ("next_value", "output_size")
+QUESTION_KINDS = ("next_value", "output_size", "param_count")
 
 
 def make_question(kind: str, view: str | None, request: Request, settings: Settings, qid: int) -> Question:
@@ -356,6 +358,8 @@ def make_question(kind: str, view: str | None, request: Request, settings: Setti
         raise InputError(_("There is no question of that kind."), field="kind")
     if kind == "output_size":
         return output_size_question(view, request, settings, qid)
+    if kind == "param_count":
+        return param_count_question(view, settings, qid)
     return next_value_question(view, request, settings, qid)
 
 
@@ -398,6 +402,24 @@ def output_size_question(view: str | None, request: Request, settings: Settings,
         solution = output_size_formula(H, pv.size, pv.stride or pv.size)
     return Question(id=qid, kind="output_size", page=path.strip("/"), view=view or "", answer=float(answer),
                     tolerance=0.0, solution=solution)
+
+
+def param_count_question(view: str | None, settings: Settings, qid: int) -> Question:
+    """"How many parameters does this layer learn?": (K·K·C + 1)·F weights and biases for the
+    convolution shown; a pooling layer learns none (the answer is 0, a question worth asking)."""
+    from app.conv_state import read_state
+
+    path, params = _view_params(view)
+    if path == "/pool":
+        return Question(id=qid, kind="param_count", page="pool", view=view or "", answer=0.0, tolerance=0.0,
+                        solution=_("Pooling learns no parameters: 0"))
+    parsed = read_state(params, settings)
+    if not parsed.ok or parsed.geometry is None:
+        raise InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+    F, C, HH, WW = parsed.state.kernel.shape
+    answer = (HH * WW * C + 1) * F
+    return Question(id=qid, kind="param_count", page="conv", view=view or "", answer=float(answer), tolerance=0.0,
+                    solution=f"({HH}·{WW}·{C} + 1)·{F} = {answer}")
 
 
 def next_value_question(view: str | None, request: Request, settings: Settings, qid: int) -> Question:

@@ -241,7 +241,8 @@ def read_score(request: Request) -> Score:
 
 
 def record(score: Score, key: str, correct: bool) -> bool:
-    """Count one checked answer; False (nothing counted) when this exercise was solved before."""
+    """Count one checked answer; False (nothing counted) when this exercise was solved, or its
+    solution shown, before."""
     if key in score.solved:
         return False
     score.attempts += 1
@@ -252,6 +253,16 @@ def record(score: Score, key: str, correct: bool) -> bool:
         score.solved = (score.solved + [key])[-MAX_SOLVED_KEPT:]
     else:
         score.streak = 0
+    return True
+
+
+def reveal(score: Score, key: str) -> bool:
+    """Showing the solution of an unsolved exercise ends the streak, and that exercise no
+    longer scores; False (nothing changed) when it was solved or revealed before."""
+    if key in score.solved:
+        return False
+    score.streak = 0
+    score.solved = (score.solved + [key])[-MAX_SOLVED_KEPT:]
     return True
 
 
@@ -473,7 +484,7 @@ def verdict_view(verdict: Verdict | None, counted: bool | None) -> dict | None:
     else:
         text = _("%(n)s of %(total)s cells are wrong: they are marked in red. Try again, or show the solution.") % {
             "n": n_wrong, "total": total}
-    note = "" if counted or counted is None else _("You had already solved this exercise: it is not counted again.")
+    note = "" if counted or counted is None else _("You had already solved this exercise or seen its solution: it is not counted again.")
     return {"correct": verdict.correct, "text": text, "note": note, "wrong": n_wrong, "total": total}
 
 

@@ -323,6 +323,22 @@ def test_output_size_question_matches_the_formula(client, url, rows):
     assert q["solution"].endswith(f"= {rows}")
 
 
+@pytest.mark.parametrize(("url", "params"), [
+    # (K·K·C + 1)·F: a bias per filter, whether or not the page shows one.
+    ("/conv?preset=seed", (3 * 3 * 1 + 1) * 1),
+    ("/conv?image=chelsea&size=16&color=rgb&kernel=sobel_x|sobel_y", (3 * 3 * 3 + 1) * 2),
+    ("/conv?image=chelsea&size=16&kernel=sobel_x|sobel_y", (3 * 3 * 1 + 1) * 2),
+    ("/pool?input=seed&kind=max&size=2", 0),  # pooling learns nothing
+])
+def test_parameter_count_question(client, url, params):
+    code = start(client)
+    assert show(client, code, url).status_code == 200
+    assert client.post(f"/api/class/{code}/question", json={"kind": "param_count"}).status_code == 200
+    q = client.post(f"/api/class/{code}/reveal").json()["question"]
+    assert (q["kind"], q["answer"]) == ("param_count", params)
+    assert q["solution"].endswith(f"{params}")
+
+
 def test_unknown_question_kind_is_a_422(client):
     code = start(client)
     show(client, code, "/conv?preset=seed")

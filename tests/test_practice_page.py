@@ -181,6 +181,23 @@ def test_streak_grows_and_a_mistake_resets_it(client):
     assert score(page) == {"correct": 3, "attempts": 4, "streak": 0, "best": 3}
 
 
+def test_showing_the_solution_ends_the_streak_and_the_exercise_no_longer_scores(client):
+    ex = generate("output_size", 1, 2)
+    g = ex.givens
+    right = (g["n"] + 2 * g["padding"] - g["dilation"] * (g["k"] - 1) - 1) // g["stride"] + 1
+    assert score(soup(client.post("/practice/check", data=form_for(ex, [right]))))["streak"] == 1
+    peeked = generate("output_size", 2, 2)
+    g = peeked.givens
+    right = (g["n"] + 2 * g["padding"] - g["dilation"] * (g["k"] - 1) - 1) // g["stride"] + 1
+    page = soup(client.get("/practice?kind=output_size&level=2&seed=2&solution=all"))
+    assert score(page) == {"correct": 1, "attempts": 1, "streak": 0, "best": 1}
+    page = soup(client.post("/practice/check", data=form_for(peeked, [right])))
+    assert "is-correct" in page.select_one("#practice-verdict")["class"]
+    assert score(page) == {"correct": 1, "attempts": 1, "streak": 0, "best": 1}
+    # the solution of a solved exercise costs nothing
+    assert score(soup(client.get("/practice?kind=output_size&level=2&seed=1&solution=1")))["best"] == 1
+
+
 def test_a_tampered_score_cookie_is_a_fresh_score(client):
     client.cookies.set(COOKIE, "WzEwMCwxMDAsMTAwLDEwMCxbXV0.forged")
     assert score(soup(client.get("/practice?kind=relu&seed=1"))) == {"correct": 0, "attempts": 0, "streak": 0, "best": 0}

@@ -413,7 +413,8 @@ async def api_view(code: str, request: Request) -> ClassView:
 @router.post("/api/class/{code}/question", response_model=ClassView, responses=ERRORS)
 async def api_ask(code: str, request: Request) -> ClassView:
     """Ask the class about the view shown (assistant only): ``kind`` = ``next_value`` (what
-    value comes next? the default) or ``output_size`` (how many rows does the output have?)."""
+    value comes next? the default), ``output_size`` (how many rows does the output have?) or
+    ``param_count`` (how many parameters does this layer learn?)."""
     room = _host_room(request, code)
     kind = str((await _body(request)).get("kind") or "next_value")
     question = make_question(kind, room.view, request, settings_for(request.app), room.questions + 1)

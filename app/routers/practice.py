@@ -80,7 +80,13 @@ def practice_page(request: Request, kind: str | None = None, level: str | None =
         else:
             raise InputError(_("“solution” must be a step number or “all”."))
     fragment = "solution" if request.headers.get("hx-target") == "practice-solution" else "content"
-    return _page(request, ex, upto=upto, fragment=fragment)
+    if upto == "none":
+        return _page(request, ex, upto=upto, fragment=fragment)
+    score = view.read_score(request)
+    view.reveal(score, view.exercise_key(ex.kind, ex.seed, ex.level))
+    response = _page(request, ex, upto=upto, fragment=fragment, score=score)
+    view.save_score(request, response, score)
+    return response
 
 
 @router.post("/practice/check", name="practice_check", response_class=HTMLResponse,
