@@ -265,23 +265,25 @@ def test_answers_need_a_member_a_number_and_respect_the_rate_limit(client, stude
 
 
 def read_events(response: httpx.Response, last: str, found: list, done: threading.Event) -> None:
-    """Collect (event, data) pairs until the view ``last`` arrives."""
-    name = None
+    """Collect (event, data) pairs (data lines joined by newlines) until the view ``last`` arrives."""
+    name, data = None, []
     for line in response.iter_lines():
         if line.startswith("event: "):
             name = line[7:]
-        elif line.startswith("data: ") and name:
-            found.append((name, line[6:]))
-            if (name, line[6:]) == ("view", last):
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and name:
+            found.append((name, "\n".join(data)))
+            if (name, found[-1][1]) == ("view", last):
                 done.set()
                 return
-            name = None
+            name, data = None, []
 
 
 def test_students_stream_delivers_each_view_live(live_server):
     with httpx.Client(base_url=live_server) as host, httpx.Client(base_url=live_server, timeout=10) as phone:
         code = CODE.fullmatch(host.post("/class", follow_redirects=False).headers["location"]).group(1)
-        phone.get(f"/class/{code}")
+        phone.get(f"/class/{code}?lang=en")
         found: list = []
         done = threading.Event()
         with phone.stream("GET", f"/class/{code}/events", headers={"accept": "text/event-stream"}) as response:
@@ -301,6 +303,16 @@ def test_students_stream_delivers_each_view_live(live_server):
         assert (state["students"], state["joined"]) == (0, 1)
         views = [data for name, data in found if name == "view"]
         assert views[-2:] == ["/conv?preset=seed&step=1", "/conv?preset=seed&step=2"]
+        # Each stepper view comes with its stepper, exactly what the phone would fetch, in the
+        # phone's language (English here), so a step costs the phones no request.
+        steppers = [data for name, data in found if name == "stepper"]
+        assert len(steppers) == len([view for view in views if view])
+        for view, prepared in zip(views[-2:], steppers):
+            url, html = prepared.split("\n", 1)
+            assert url == view
+            fetched = phone.get(view, headers={"HX-Request": "true", "HX-Target": "conv-stepper"})
+            assert html == fetched.text.rstrip("\n")
+            assert "Step " in html and "Paso " not in html
         assert "count" not in [name for name, _data in found]  # the assistant's events are not a student's
 
 

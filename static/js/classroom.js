@@ -7,7 +7,8 @@
  *   secret cookie. Every lesson page of that tab gets the class bar (/class/<code>/bar).
  * - A student's follow page (/class/<code>) loads each view the event stream announces
  *   (event "view") into #class-stage: the whole page's #main the first time, only the
- *   stepper when just the step changed. "Detach" opens that view as a page of its own,
+ *   stepper when just the step changed — taken from the "stepper" event the server sends
+ *   just before (first line the view, then the fragment), or fetched when it did not. "Detach" opens that view as a page of its own,
  *   with a bar whose "Follow again" link comes back here.
  * - Errors of the class buttons (JSON {"detail"}) are shown in the bar.
  */
@@ -18,6 +19,7 @@
   var reported = null;
   var stage = null;
   var loads = 0;
+  var prepared = { url: null, html: null };  // the last "stepper" event
 
   function saved() {
     try {
@@ -145,10 +147,13 @@
       // Same page, another step: the route answers with just the stepper (a few ms).
       headers = { "HX-Request": "true", "HX-Target": stepper.id };
     }
-    window.fetch(url, { credentials: "same-origin", headers: headers })
-      .then(function (response) {
+    // The stream sent this step's stepper along: no request at all.
+    var loaded = onlyStepper && prepared.url === url
+      ? Promise.resolve(prepared.html)
+      : window.fetch(url, { credentials: "same-origin", headers: headers }).then(function (response) {
         return response.ok ? response.text() : null;
-      })
+      });
+    loaded
       .then(function (html) {
         if (load !== loads) {
           return;
@@ -187,7 +192,12 @@
 
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var target = event.target;
-    if (target && target.id === "class-view") {
+    if (target && target.id === "class-stepper") {
+      event.preventDefault();
+      var data = event.detail ? event.detail.data || "" : "";
+      var cut = data.indexOf("\n");
+      prepared = cut < 0 ? { url: null, html: null } : { url: data.slice(0, cut), html: data.slice(cut + 1) };
+    } else if (target && target.id === "class-view") {
       event.preventDefault();
       showView(event.detail ? event.detail.data || "" : "");
     } else if (target && target.id === "class-closed") {
