@@ -6,7 +6,9 @@
 - ``browser`` / ``page``: Debian's Chromium driven by Playwright (Playwright's own browser
   download is never used). ``page`` refuses every request that leaves the loopback address
   and records it in ``page.outside_requests``; console errors and uncaught exceptions are in
-  ``page.console_errors``. Tests assert both are empty.
+  ``page.console_errors``, CSP violations in ``page.csp_violations``. Tests assert all are
+  empty (pagecheck.assert_clean). ``open_page(**context_options)`` opens more such pages,
+  each in a browser context of its own (a second person: a student's phone).
 - ``html(response)``: BeautifulSoup of a response, to assert through CSS selectors.
 """
 
@@ -150,41 +152,56 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, live_server):
-    """A fresh browser context (no cookies, no localStorage) at 1280×720."""
-    # An English-speaking browser on purpose: the app must still start in Spanish.
-    context = browser.new_context(viewport={"width": 1280, "height": 720}, locale="en-US")
+def open_page(browser, live_server):
+    """Opens pages, each in a fresh browser context (no cookies, no storage) with the given
+    context options, checked like a visitor's: requests off the loopback address are refused
+    and recorded in ``page.outside_requests``; console errors and uncaught exceptions go to
+    ``page.console_errors``, Content-Security-Policy violations (an inline style or script,
+    an outside resource) to ``page.csp_violations``, so pagecheck.assert_clean fails on any."""
     local_host = urlsplit(live_server).netloc
-    outside_requests: list[str] = []
+    contexts = []
 
-    def only_loopback(route, request) -> None:
-        # Offline means offline: anything not served by the app under test is refused.
-        target = urlsplit(request.url)
-        if target.scheme in ("data", "blob") or target.netloc == local_host:
-            route.continue_()
-        else:
-            outside_requests.append(request.url)
-            route.abort()
+    def open_(**context_options):
+        context = browser.new_context(**context_options)
+        contexts.append(context)
+        outside_requests: list[str] = []
 
-    context.route("**/*", only_loopback)
-    browser_page = context.new_page()
-    browser_page.set_default_timeout(10_000)
-    console_errors: list[str] = []
-    browser_page.on(
-        "console",
-        lambda msg: console_errors.append(f"{msg.text} [{msg.location.get('url', '')}]") if msg.type == "error" else None,
-    )
-    browser_page.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
-    # Content-Security-Policy violations (an inline style or script, an outside resource) are
-    # recorded on every page, so pagecheck.assert_clean fails on them in every browser test.
-    csp_violations: list[str] = []
-    context.expose_binding("__cnnlabCspViolation", lambda _source, text: csp_violations.append(text))
-    context.add_init_script(CSP_LISTENER)
-    browser_page.csp_violations = csp_violations
-    browser_page.console_errors = console_errors
-    browser_page.outside_requests = outside_requests
-    yield browser_page
-    context.close()
+        def only_loopback(route, request) -> None:
+            # Offline means offline: anything not served by the app under test is refused.
+            target = urlsplit(request.url)
+            if target.scheme in ("data", "blob") or target.netloc == local_host:
+                route.continue_()
+            else:
+                outside_requests.append(request.url)
+                route.abort()
+
+        context.route("**/*", only_loopback)
+        browser_page = context.new_page()
+        browser_page.set_default_timeout(10_000)
+        console_errors: list[str] = []
+        browser_page.on(
+            "console",
+            lambda msg: console_errors.append(f"{msg.text} [{msg.location.get('url', '')}]") if msg.type == "error" else None,
+        )
+        browser_page.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+        csp_violations: list[str] = []
+        context.expose_binding("__cnnlabCspViolation", lambda _source, text: csp_violations.append(text))
+        context.add_init_script(CSP_LISTENER)
+        browser_page.csp_violations = csp_violations
+        browser_page.console_errors = console_errors
+        browser_page.outside_requests = outside_requests
+        return browser_page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(open_page):
+    """A fresh page at 1280×720."""
+    # An English-speaking browser on purpose: the app must still start in Spanish.
+    return open_page(viewport={"width": 1280, "height": 720}, locale="en-US")
 
 
 @pytest.fixture(scope="session")

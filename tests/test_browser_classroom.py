@@ -22,31 +22,9 @@ def seed_value(step: int) -> str:
 
 
 @pytest.fixture
-def student(browser, live_server):
-    """A second browser context made like conftest's ``page``: a phone, no cookies."""
-    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US", is_mobile=True,
-                                  has_touch=True)
-    local_host = urlsplit(live_server).netloc
-    outside: list[str] = []
-
-    def only_loopback(route, request) -> None:
-        target = urlsplit(request.url)
-        if target.scheme in ("data", "blob") or target.netloc == local_host:
-            route.continue_()
-        else:
-            outside.append(request.url)
-            route.abort()
-
-    context.route("**/*", only_loopback)
-    phone = context.new_page()
-    phone.set_default_timeout(10_000)
-    errors: list[str] = []
-    phone.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    phone.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    phone.console_errors = errors
-    phone.outside_requests = outside
-    yield phone
-    context.close()
+def student(open_page):
+    """A second browser context, a phone, checked like conftest's ``page``."""
+    return open_page(viewport={"width": 390, "height": 844}, locale="en-US", is_mobile=True, has_touch=True)
 
 
 @pytest.fixture(scope="session")
