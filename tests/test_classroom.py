@@ -77,6 +77,23 @@ def test_qr_code_encodes_the_join_address_on_the_requests_host(client):
     assert "style=" not in response.text
 
 
+def test_a_projector_opened_as_localhost_shows_the_network_address_and_how_to_listen(client, html, monkeypatch):
+    import app.routers.classroom as routes
+
+    monkeypatch.setattr(routes, "lan_address", lambda: "192.0.2.7")  # the machine's address in the room
+    code = start(client)
+    local = html(client.get(f"/class/{code}/present", headers={"host": "localhost:8000"}))
+    assert local.select_one("#class-join-url").get_text(strip=True) == "http://192.0.2.7:8000/class"
+    assert "--host 0.0.0.0" in local.select_one("#class-join-hint").get_text()
+    qr = client.get(f"/class/{code}/qr.svg", headers={"host": "127.0.0.1:8000"}).text
+    expected = segno.make(f"http://192.0.2.7:8000/class/{code}", error="m").svg_inline(scale=10, border=2)
+    assert re.search(r' d="([^"]+)"', qr).group(1) == re.search(r' d="([^"]+)"', expected).group(1)
+    # Opened by its network name, the address is already one the phones can reach.
+    named = html(client.get(f"/class/{code}/present", headers={"host": "aula.example:8000"}))
+    assert named.select_one("#class-join-url").get_text(strip=True) == "http://aula.example:8000/class"
+    assert named.select_one("#class-join-hint") is None
+
+
 def test_join_form_finds_the_class_whatever_the_case_and_spaces(client, student):
     code = start(client)
     response = student.get("/class/go", params={"code": f" {code.lower()[:2]} {code.lower()[2:]} "}, follow_redirects=False)

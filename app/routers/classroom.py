@@ -15,7 +15,9 @@ cookie may show views, ask, reveal or end the class; anyone else gets a 403 with
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
+import socket
 import time
 from collections import OrderedDict
 from typing import Any
@@ -135,9 +137,35 @@ async def _body(request: Request) -> dict[str, Any]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def on_loopback(request: Request) -> bool:
+    """The page was opened as localhost: an address no phone in the room can reach."""
+    return (request.url.hostname or "") in LOOPBACK_HOSTS
+
+
+@functools.cache
+def lan_address() -> str | None:
+    """This machine's address on the local network: the interface a packet to a private
+    address would leave by (connecting a UDP socket sends nothing). None with no network."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
 def join_url(request: Request, code: str | None = None) -> str:
-    base = str(request.base_url).rstrip("/")
-    return f"{base}/class/{code}" if code else f"{base}/class"
+    """Where students join, as the projector shows it (and its QR code). An assistant who
+    opened the app as localhost gets the machine's network address in its place."""
+    base = request.base_url
+    if on_loopback(request) and (address := lan_address()):
+        base = base.replace(hostname=address)
+    base_text = str(base).rstrip("/")
+    return f"{base_text}/class/{code}" if code else f"{base_text}/class"
 
 
 def _fragment(request: Request, template: str, context: dict[str, Any]) -> str:
@@ -182,7 +210,8 @@ def panel_context(room: Room, host: bool, sid: str | None) -> dict[str, Any]:
 def bar_context(request: Request, room: Room, host: bool, following: bool, present: bool = False) -> dict[str, Any]:
     sid = None if host else session_id(request)
     return {"room": room, "code": room.code, "host": host, "following": following, "present": present,
-            "join_url": join_url(request), "panel": panel_context(room, host, sid)}
+            "join_url": join_url(request), "on_loopback": on_loopback(request),
+            "panel": panel_context(room, host, sid)}
 
 
 def _event(name: str, data: str) -> str:
