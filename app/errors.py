@@ -43,7 +43,7 @@ def is_api(request: Request) -> bool:
 # Pydantic's messages are English; these cover what a person can type into a form or a URL.
 _VALIDATION_MESSAGES = {
     "missing": N_("This value is required."),
-    "json_invalid": N_("The body is not valid JSON."),
+    "json_invalid": N_("The body is not valid JSON (the error is at character %(position)s)."),
     "int_parsing": N_("Enter a whole number."),
     "int_type": N_("Enter a whole number."),
     "int_from_float": N_("Enter a whole number."),
@@ -73,6 +73,10 @@ def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[st
         loc = [str(part) for part in err.get("loc", ())]
         # ("query", "stride") -> "stride"; a body error keeps its path inside the body.
         field = ".".join(loc[1:] if loc and loc[0] in {"query", "path", "body", "header", "cookie"} else loc)
+        if err.get("type") == "json_invalid":
+            # ("body", 35): the position of the error in the body, not a field.
+            err = {**err, "ctx": {**(err.get("ctx") or {}), "position": field}}
+            field = ""
         template = _VALIDATION_MESSAGES.get(err.get("type", ""))
         if err.get("type") == "value_error" and "error" in (err.get("ctx") or {}):
             # Our own validators raise ValueError with a sentence already in the request's

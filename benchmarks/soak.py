@@ -285,7 +285,10 @@ class StepperForm(HTMLParser):
 
 def picture(rng: random.Random) -> tuple[bytes, str, str]:
     """A small made-up picture: (bytes, file name, content type), PNG or JPEG, gray or RGB."""
-    w, h = rng.randint(16, 160), rng.randint(16, 160)
+    # At most 4:1, so the 16-pixel working size the students view it at leaves a 3×3 kernel
+    # room (a 160×16 picture shrinks to 16×2, which the page rightly refuses with a 422).
+    w = rng.randint(16, 160)
+    h = rng.randint(max(16, w // 4), min(160, 4 * w))
     mode = rng.choice(("L", "RGB"))
     noise = np.random.default_rng(rng.randrange(2**32)).integers(0, 256, (h, w, 3), dtype=np.uint8)
     img = Image.fromarray(noise).convert(mode)

@@ -194,6 +194,10 @@ echo "    GET / -> $code, Spanish home page (\"Redes neuronales convolucionales,
 conv="$(curl -fsS "$URL/conv?preset=seed")"
 grep -Eq '>[[:space:]]*78[[:space:]]*<' <<<"$conv" || fail "GET /conv?preset=seed lacks 78"
 echo "    GET /conv?preset=seed -> 200, the slides' example page at step 1: 78"
+for page in "/practice?kind=conv_value&level=1&seed=1" /class /pool /train; do
+  curl -fsS -o /dev/null "$URL$page" || fail "GET $page failed"
+done
+echo "    GET /practice, /class, /pool, /train -> 200 (the wheel carries every page's templates)"
 
 seed='{"input": [[35,40,41,45,50],[40,40,42,46,52],[42,46,50,55,55],[48,52,56,58,60],[56,60,65,70,75]],
        "kernel": [[-2,-1,0],[-1,1,1],[0,1,2]], "step": 0}'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 from pagecheck import assert_clean, no_horizontal_scroll, save_shot
 from playwright.sync_api import expect
 
@@ -89,6 +90,30 @@ def test_a_short_training_streams_finishes_and_answers_a_drawing(page, live_serv
     assert abs(sum(probabilities) - 1) <= 0.01, probabilities
     assert page.locator("#train-predicted").inner_text() == str(max(range(10), key=probabilities.__getitem__))
     assert page.locator(".train-maps img").count() > 0
+
+    # The keyboard draws a "1" too: focus the pad, lift the pen, go to the top, put it down,
+    # draw straight down, and Enter reads it.
+    page.locator("#train-clear").click()
+    expect(page.locator("#train-bars")).to_have_count(0)
+    pad = page.locator("#train-pad")
+    pad.focus()
+    expect(page.locator("[data-draw-pen]")).to_be_visible()
+    page.keyboard.press("Space")
+    expect(page.locator("#train-pad-pen")).to_contain_text("7")
+    for _ in range(4):
+        page.keyboard.press("ArrowUp")
+    page.keyboard.press("Space")
+    expect(page.locator("[data-draw-pen]")).to_have_class(re.compile("is-down"))
+    for _ in range(8):
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(page.locator("#train-bars tbody tr")).to_have_count(10)
+    grid = [float(v) for v in page.locator("#train-draw-form input[name=grid]").input_value().split(",")]
+    side = int(len(grid) ** 0.5)
+    ink = np.array(grid).reshape(side, side) > 0.5
+    rows, cols = np.nonzero(ink)
+    assert rows.max() - rows.min() > 3 * (cols.max() - cols.min()), "a vertical stroke, taller than wide"
+    assert abs(sum(displayed_probabilities(page)) - 1) <= 0.01
 
     page.locator("#train-test-index").fill("5")
     page.locator("#train-pick-form button[type=submit]").click()

@@ -7,6 +7,10 @@
  * result averaged down to grid × grid values from 0 (paper) to 1 (ink). The grid is written
  * into the hidden input as comma-separated numbers, row by row, and the form is submitted
  * (htmx posts it and swaps in the probabilities).
+ *
+ * The keyboard draws too (the pad is focusable): the arrow keys move a pen over a 14×14
+ * lattice (28×28 with Shift), drawing while it is down; Space lifts or lowers it; Enter reads
+ * the digit. A ring shows where the pen is, and a live text says it for screen readers.
  */
 (function () {
   "use strict";
@@ -128,6 +132,64 @@
     }
     canvas.addEventListener("pointerup", finish);
     canvas.addEventListener("pointercancel", finish);
+
+    // ---- the keyboard's pen ----
+    var wrap = canvas.parentNode;
+    var ring = wrap.querySelector("[data-draw-pen]");
+    var status = form.querySelector("[data-draw-status]");
+    var LATTICE = 14;
+    var pen = { col: LATTICE / 2, row: LATTICE / 2, down: true };
+
+    function penPoint() {
+      return { x: (pen.col * canvas.width) / LATTICE, y: (pen.row * canvas.height) / LATTICE };
+    }
+
+    function showPen() {
+      if (ring) {
+        var scale = canvas.getBoundingClientRect().width / canvas.width;
+        var p = penPoint();
+        ring.hidden = false;
+        ring.classList.toggle("is-down", pen.down);
+        ring.style.transform = "translate(" + p.x * scale + "px, " + p.y * scale + "px)";
+      }
+      if (status) {
+        status.textContent = (canvas.dataset.penText || "")
+          .replace("{col}", String(Math.round(pen.col * 10) / 10))
+          .replace("{row}", String(Math.round(pen.row * 10) / 10))
+          .replace("{state}", pen.down ? canvas.dataset.penDown || "" : canvas.dataset.penUp || "");
+      }
+    }
+
+    var MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    canvas.addEventListener("keydown", function (event) {
+      var move = MOVES[event.key];
+      if (move) {
+        event.preventDefault();
+        var step = event.shiftKey ? 0.5 : 1;
+        var from = penPoint();
+        pen.col = Math.min(LATTICE, Math.max(0, pen.col + move[0] * step));
+        pen.row = Math.min(LATTICE, Math.max(0, pen.row + move[1] * step));
+        if (pen.down) {
+          stroke(from, penPoint());
+        }
+        showPen();
+      } else if (event.key === " ") {
+        event.preventDefault();
+        pen.down = !pen.down;
+        if (pen.down) {
+          stroke(penPoint(), penPoint());
+        }
+        showPen();
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        drawing = true;
+        finish();
+      }
+    });
+    canvas.addEventListener("focus", showPen);
+    canvas.addEventListener("blur", function () {
+      if (ring) ring.hidden = true;
+    });
 
     var clear = form.querySelector("[data-draw-clear]");
     if (clear) {
