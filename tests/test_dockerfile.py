@@ -1,16 +1,14 @@
 """The Dockerfile: hadolint finds nothing, and it runs what the README says, as a non-root user,
 with a health check, from a build context that holds only what `pip install .` needs.
 
-The image itself is built and run by ``scripts/container_check.sh`` (about 1 min with its base
-image in place, 4 min or more from nothing, and it needs root and podman), so the suite runs it
-only when ``CNNLAB_CONTAINER_CHECK=1`` (see the README's Docker section).
+The image itself is built and run by ``scripts/container_check.sh``, not by the suite: it takes
+4–5 min from nothing (debootstrap) and needs root and podman (see the README's Docker section).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shlex
 import shutil
@@ -18,8 +16,6 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -162,14 +158,3 @@ def test_dockerignore_keeps_only_what_pip_install_needs():
     for left_out in (".git", "tests", "benchmarks", "docs", "scripts", ".venv", "node_modules", ".ci",
                      ".pytest_cache", "__pycache__", "cnnlab.egg-info"):
         assert ignored(left_out), left_out
-
-
-# --- the image, built and run (opt-in) -----------------------------------------------------------
-
-@pytest.mark.skipif(os.environ.get("CNNLAB_CONTAINER_CHECK") != "1",
-                    reason="builds and runs the image with podman: set CNNLAB_CONTAINER_CHECK=1 (root, 1-5 min)")
-def test_container_check_script_passes():
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "container_check.sh")],
-                            check=False, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "container_check: PASSED" in result.stdout
