@@ -267,7 +267,7 @@ async def prepared_stepper(request: Request, view: str, locale: str) -> str | No
         return None
     key = (view, locale)
     task = _prepared.get(key)
-    if task is None:
+    if task is None or task.get_loop() is not asyncio.get_running_loop():  # tests run several loops
         task = _prepared[key] = asyncio.ensure_future(_render_view(request, view, locale))
         while len(_prepared) > _PREPARED_KEPT:
             _prepared.popitem(last=False)
