@@ -743,18 +743,21 @@ def conv_step_count(x, w, stride=1, padding=0, dilation=1):
     return F * g.Ho * g.Wo
 
 
-def _resolve_position(step, position, F, Ho, Wo):
+def _resolve_position(step, position, F, Ho, Wo, axis="filter"):
+    """(f, row, col, step) from a position (f, row, col) or a row-major step over (F, Ho, Wo);
+    ``axis`` names the first axis in messages ("filter" here, "channel" for pooling)."""
     steps = F * Ho * Wo
     if step is not None and position is not None:
         raise ValueError("give either step or position, not both.")
     if position is not None:
         if len(position) != 3:
-            raise ValueError(f"position must be (filter, row, col); got {position!r}.")
-        f = _whole("filter", position[0], 0)
+            raise ValueError(f"position must be ({axis}, row, col); got {position!r}.")
+        f = _whole(axis, position[0], 0)
         row = _whole("row", position[1], 0)
         col = _whole("col", position[2], 0)
         if f >= F or row >= Ho or col >= Wo:
-            raise ValueError(f"position {(f, row, col)} is outside the output (F, Ho, Wo) = {(F, Ho, Wo)}.")
+            raise ValueError(f"position {(f, row, col)} is outside the output "
+                             f"({axis[0].upper()}, Ho, Wo) = {(F, Ho, Wo)}.")
         return f, row, col, (f * Ho + row) * Wo + col
     step = 0 if step is None else _whole("step", step, 0)
     if step >= steps:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .conv import conv_forward_naive, conv_step, output_size, output_size_formula
+from .losses import log_softmax
 from .losses import softmax as _softmax
 from .pool import pool_forward_naive, pool_step
 
@@ -287,8 +288,7 @@ def _gen_cross_entropy(rng, level):
         return {"q": q, "label": label}, np.asarray(-math.log(q[label]))
     z = _logits(rng, level)
     label = int(rng.integers(len(z)))
-    zz = np.asarray(z, dtype=np.float64)
-    log_q = zz - zz.max() - math.log(float(np.exp(zz - zz.max()).sum()))
+    log_q = log_softmax(np.asarray(z, dtype=np.float64))
     return {"logits": z, "label": label}, np.asarray(-float(log_q[label]))
 
 
@@ -563,8 +563,7 @@ def _solve_cross_entropy(ex):
         q = g["q"]
     else:
         steps = _softmax_steps(g["logits"], only=label)
-        z = np.asarray(g["logits"], dtype=np.float64)
-        q = list(np.exp(z) / np.exp(z).sum())
+        q = list(_softmax(np.asarray(g["logits"], dtype=np.float64)))
     K = len(q)
     inner = " + ".join(f"{1 if k == label else 0}{DOT}ln {format_value(_r(q[k], 4))}" for k in range(K))
     steps.append(SolutionStep("ce_sum", f"H(p, q) = {MINUS}({inner})", {"label": label}))

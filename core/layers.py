@@ -35,10 +35,6 @@ __all__ = [
     "Conv2D",
     "Pool2D",
     "Activation",
-    "ReLU",
-    "Sigmoid",
-    "Tanh",
-    "LeakyReLU",
     "Flatten",
     "Dense",
     "LAYER_TYPES",
@@ -277,25 +273,6 @@ class Activation(Layer):
 
     def describe(self):
         return self.name if self.name != "leaky_relu" else f"leaky_relu \u03b1={self.alpha:g}"
-
-class ReLU(Activation):
-    def __init__(self):
-        super().__init__("relu")
-
-
-class Sigmoid(Activation):
-    def __init__(self):
-        super().__init__("sigmoid")
-
-
-class Tanh(Activation):
-    def __init__(self):
-        super().__init__("tanh")
-
-
-class LeakyReLU(Activation):
-    def __init__(self, alpha=0.01):
-        super().__init__("leaky_relu", alpha)
 
 
 # ---------------------------------------------------------------------------

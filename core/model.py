@@ -119,7 +119,6 @@ class Sequential:
 
     def forward(self, x, train=True):
         """x (N, C, H, W) -> logits (N, K). train=False keeps no caches."""
-        self._order = self._execution_order()
         for i in self._order:
             x = self.layers[i].forward(x, train)
         return x

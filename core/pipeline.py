@@ -232,9 +232,9 @@ class LogitExplanation:
 def explain_logit(p: Pipeline, k: int) -> LogitExplanation:
     w, b = p.weights.dense_w, p.weights.dense_b
     terms = [(i, float(p.h[i]), float(w[i, k]), float(p.h[i] * w[i, k])) for i in range(len(p.h))]
-    biggest = sorted(range(len(terms)), key=lambda i: -abs(terms[i][3]))[:LOGIT_TERMS_SHOWN]
+    biggest = set(sorted(range(len(terms)), key=lambda i: -abs(terms[i][3]))[:LOGIT_TERMS_SHOWN])
     shown = [terms[i] for i in sorted(biggest)]
-    rest = math.fsum(t[3] for t in terms if t[0] not in set(biggest))
+    rest = math.fsum(t[3] for t in terms if t[0] not in biggest)
     hidden = len(terms) - len(shown)
     parts = [f"{format_factor(hi)}{DOT}{format_factor(wi)}" for _i, hi, wi, _prod in shown]
     if hidden:

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .conv import _FRESH, _is_integral, _whole, format_factor, format_number, output_size
+from .conv import _FRESH, _is_integral, _resolve_position, _whole, format_factor, format_number, output_size
 
 __all__ = ["KINDS", "PoolCache", "pool_forward", "pool_backward", "pool_forward_naive", "PoolStep", "pool_step",
            "pool_step_count"]
@@ -305,22 +305,7 @@ def pool_step(x, kind="max", size=2, stride=None, step=None, position=None):
     x = _image(x)
     C, H, W = x.shape
     size, stride, Ho, Wo = _settings(kind, size, stride, H, W)
-    steps = C * Ho * Wo
-    if step is not None and position is not None:
-        raise ValueError("give either step or position, not both.")
-    if position is not None:
-        if len(position) != 3:
-            raise ValueError(f"position must be (channel, row, col); got {position!r}.")
-        c, row, col = (_whole(name, v, 0) for name, v in zip(("channel", "row", "col"), position))
-        if c >= C or row >= Ho or col >= Wo:
-            raise ValueError(f"position {(c, row, col)} is outside the output (C, Ho, Wo) = {(C, Ho, Wo)}.")
-        step = (c * Ho + row) * Wo + col
-    else:
-        step = 0 if step is None else _whole("step", step, 0)
-        if step >= steps:
-            raise ValueError(f"step {step} is past the last one; there are {steps} steps (0 to {steps - 1}).")
-        c, rest = divmod(step, Ho * Wo)
-        row, col = divmod(rest, Wo)
+    c, row, col, step = _resolve_position(step, position, C, Ho, Wo, axis="channel")
 
     if kind == "global_avg":
         rows, cols = list(range(H)), list(range(W))
@@ -345,6 +330,6 @@ def pool_step(x, kind="max", size=2, stride=None, step=None, position=None):
         else:
             value = math.fsum(flat) / count
         text = f"({' + '.join(format_factor(v) for v in flat)}) / {count} = {format_number(value)}"
-    return PoolStep(kind=kind, channel=c, row=row, col=col, step=step, steps=steps, out_shape=(C, Ho, Wo),
+    return PoolStep(kind=kind, channel=c, row=row, col=col, step=step, steps=C * Ho * Wo, out_shape=(C, Ho, Wo),
                     size=size, stride=stride, window=window, window_rows=rows, window_cols=cols, winner=winner,
                     value=value, text=text)

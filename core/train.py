@@ -66,16 +66,18 @@ class Progress:
 @dataclass
 class EvalResult:
     """accuracy in [0, 1]; loss: mean cross-entropy; confusion (K, K) int64, rows = true
-    class, columns = predicted class; n: number of examples."""
+    class, columns = predicted class; n: number of examples; predicted (N,) int64: each
+    example's predicted class."""
 
     accuracy: float
     loss: float
     confusion: np.ndarray
     n: int
+    predicted: np.ndarray
 
 
 def evaluate(model, x, y, batch_size=1000, classes=10):
-    """Accuracy, mean loss and confusion matrix of ``model`` on x (N, C, H, W), y (N,) int.
+    """Accuracy, mean loss, confusion matrix and predictions of ``model`` on x (N, C, H, W), y (N,) int.
 
     Runs forward(train=False) in batches of ``batch_size`` (no caches kept).
     """
@@ -83,6 +85,7 @@ def evaluate(model, x, y, batch_size=1000, classes=10):
     if y.shape != (N,):
         raise ValueError(f"y must have shape ({N},) to match x {x.shape}; got {y.shape}")
     confusion = np.zeros((classes, classes), dtype=np.int64)
+    predicted = np.zeros(N, dtype=np.int64)
     total_loss = 0.0
     for i in range(0, N, batch_size):
         yb = y[i:i + batch_size]
@@ -90,10 +93,11 @@ def evaluate(model, x, y, batch_size=1000, classes=10):
         loss, _ = cross_entropy(logits, yb)
         total_loss += loss * len(yb)
         pred = logits.argmax(axis=1)
+        predicted[i:i + batch_size] = pred
         confusion += np.bincount(yb * classes + pred, minlength=classes * classes).reshape(classes, classes)
     correct = int(np.trace(confusion))
     return EvalResult(accuracy=correct / N if N else 0.0, loss=total_loss / N if N else 0.0,
-                      confusion=confusion, n=N)
+                      confusion=confusion, n=N, predicted=predicted)
 
 
 def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None, eval_every=None,

@@ -52,7 +52,7 @@ def filters_of(model) -> list:
 def final_metrics(model, dataset) -> dict:
     """Held-out accuracy and loss, the confusion matrix and a few misclassified test images."""
     result = core_train.evaluate(model, dataset.x_test, dataset.y_test, classes=dataset.classes)
-    predicted = model.predict(dataset.x_test)
+    predicted = result.predicted
     wrong = np.flatnonzero(predicted != dataset.y_test)[:MAX_MISCLASSIFIED]
     return {
         "test_accuracy": result.accuracy, "test_loss": result.loss, "confusion": result.confusion.tolist(),
