@@ -374,26 +374,44 @@ def _view_params(view: str | None) -> tuple[str, dict[str, str]]:
     return parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
+def _invalid_view() -> InputError:
+    return InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+
+
+def _conv_view(params: dict[str, str], settings: Settings):
+    """The /conv view's parsed state (``app.conv_state.read_state``); a 409 when it is invalid."""
+    from app.conv_state import read_state
+
+    parsed = read_state(params, settings)
+    if not parsed.ok or parsed.geometry is None:
+        raise _invalid_view()
+    return parsed
+
+
+def _pool_view(params: dict[str, str], request: Request):
+    """The /pool view (``read_pool``); a 409 when it is invalid."""
+    from app.routers.lesson_pages import read_pool
+
+    pv = read_pool(params, request)
+    if pv.errors or pv.out is None:
+        raise _invalid_view()
+    return pv
+
+
 def output_size_question(view: str | None, request: Request, settings: Settings, qid: int) -> Question:
     """"How many rows does the output have?" on the view shown, with the output-size formula."""
-    from app.conv_state import read_state
-    from app.routers.lesson_pages import read_pool
     from core.conv import output_size_formula, resolve_padding
 
     path, params = _view_params(view)
     if path == "/conv":
-        parsed = read_state(params, settings)
-        if not parsed.ok or parsed.geometry is None:
-            raise InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+        parsed = _conv_view(params, settings)
         s = parsed.state
         H = parsed.x.shape[1]
         HH = s.kernel.shape[2]
         pad = resolve_padding(s.padding, HH, s.dilation, s.stride, H)
         answer, solution = parsed.geometry.Ho, output_size_formula(H, HH, s.stride, pad, s.dilation)
     else:
-        pv = read_pool(params, request)
-        if pv.errors or pv.out is None:
-            raise InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+        pv = _pool_view(params, request)
         if pv.kind == "global_avg":
             raise InputError(_("Global average pooling always gives one value per channel: choose max or "
                                "average pooling to ask this."), status_code=409)
@@ -407,15 +425,11 @@ def output_size_question(view: str | None, request: Request, settings: Settings,
 def param_count_question(view: str | None, settings: Settings, qid: int) -> Question:
     """"How many parameters does this layer learn?": (K·K·C + 1)·F weights and biases for the
     convolution shown; a pooling layer learns none (the answer is 0, a question worth asking)."""
-    from app.conv_state import read_state
-
     path, params = _view_params(view)
     if path == "/pool":
         return Question(id=qid, kind="param_count", page="pool", view=view or "", answer=0.0, tolerance=0.0,
                         solution=_("Pooling learns no parameters: 0"))
-    parsed = read_state(params, settings)
-    if not parsed.ok or parsed.geometry is None:
-        raise InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+    parsed = _conv_view(params, settings)
     F, C, HH, WW = parsed.state.kernel.shape
     answer = (HH * WW * C + 1) * F
     return Question(id=qid, kind="param_count", page="conv", view=view or "", answer=float(answer), tolerance=0.0,
@@ -425,16 +439,12 @@ def param_count_question(view: str | None, settings: Settings, qid: int) -> Ques
 def next_value_question(view: str | None, request: Request, settings: Settings, qid: int) -> Question:
     """"What value comes next?" on the view shown: the value of the step after the current one,
     computed by the engine from the view's own URL state (the same parsers as the pages)."""
-    from app.conv_state import MODES, read_state
-    from app.routers.lesson_pages import read_pool
+    from app.conv_state import MODES
     from core.conv import conv_step, format_number
-    from core.pool import pool_step
 
     path, params = _view_params(view)
     if path == "/conv":
-        parsed = read_state(params, settings)
-        if not parsed.ok or parsed.geometry is None:
-            raise InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+        parsed = _conv_view(params, settings)
         s, g = parsed.state, parsed.geometry
         steps = s.F * g.Ho * g.Wo
         k = s.step + 1
@@ -449,13 +459,10 @@ def next_value_question(view: str | None, request: Request, settings: Settings, 
         channel = st.filter + 1 if s.F > 1 else None
         row, col = st.row, st.col
     else:
-        pv = read_pool(params, request)
-        if pv.errors or pv.out is None:
-            raise InputError(_("The page shown has invalid settings: fix them before asking."), status_code=409)
+        pv = _pool_view(params, request)
         k = pv.step + 1
         _check_next(k, pv.out.size)
-        glob = pv.kind == "global_avg"
-        st = pool_step(pv.src.x, pv.kind, None if glob else pv.size, None if glob else (pv.stride or pv.size), step=k)
+        st = pv.step_at(k)
         value, solution = st.value, st.text
         channel = st.channel + 1 if pv.out.shape[0] > 1 else None
         row, col = st.row, st.col

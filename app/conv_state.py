@@ -234,6 +234,19 @@ def _number_message(kind: str, text: str, where: str) -> str:
     return _("“%(value)s” is not a number (%(where)s).") % {"value": text, "where": where}
 
 
+def _checked_number(text: str, *, cell: bool, limit: float, field_name: str, where: Callable[[], str]) -> int | float:
+    """``parse_number`` of one typed value within ±``limit``; a FieldError for ``field_name``
+    naming the place (``where()``, worked out only for a message) otherwise."""
+    try:
+        v = parse_number(text, cell=cell)
+    except ValueError as exc:
+        raise FieldError(field_name, _number_message(str(exc), text.strip(), where())) from None
+    if abs(v) > limit:
+        raise FieldError(field_name, _("%(value)s is too large (%(where)s): values must be between −%(limit)s and %(limit)s.")
+                         % {"value": text.strip(), "where": where(), "limit": limit})
+    return v
+
+
 def where_kernel(f: int, F: int, c: int, C: int, i: int, j: int) -> str:
     parts = []
     if F > 1:
@@ -283,14 +296,8 @@ def _parse_rows(text: str, what: Callable[[int, int], str], limit: float, field_
         for j, cell in enumerate(cells):
             if not cell.strip():
                 raise FieldError(field_name, _("A value is missing (%(where)s).") % {"where": what(i, j)})
-            try:
-                v = parse_number(cell, cell=False)
-            except ValueError as exc:
-                raise FieldError(field_name, _number_message(str(exc), cell.strip(), what(i, j))) from None
-            if abs(v) > limit:
-                raise FieldError(field_name, _("%(value)s is too large (%(where)s): values must be between −%(limit)s and %(limit)s.")
-                                 % {"value": cell.strip(), "where": what(i, j), "limit": limit})
-            values.append(v)
+            values.append(_checked_number(cell, cell=False, limit=limit, field_name=field_name,
+                                          where=lambda i=i, j=j: what(i, j)))
     return _as_array(values, (len(rows), width or 0))
 
 
@@ -473,14 +480,8 @@ def _read_grid(raw: Mapping[str, str], parsed: Parsed, default: np.ndarray) -> n
         for (i, j), text in cells.items():
             if not text.strip():
                 continue
-            try:
-                v = parse_number(text, cell=True)
-            except ValueError as exc:
-                raise FieldError("grid", _number_message(str(exc), text.strip(), where(i, j))) from None
-            if abs(v) > MAX_ABS_INPUT:
-                raise FieldError("grid", _("%(value)s is too large (%(where)s): values must be between −%(limit)s and %(limit)s.")
-                                 % {"value": text.strip(), "where": where(i, j), "limit": MAX_ABS_INPUT})
-            values[i][j] = v
+            values[i][j] = _checked_number(text, cell=True, limit=MAX_ABS_INPUT, field_name="grid",
+                                           where=lambda i=i, j=j: where(i, j))
         grid = _as_array(values, (h, w))
     elif raw.get("grid"):
         grid = _parse_rows(raw["grid"], where, MAX_ABS_INPUT, "grid")
@@ -529,14 +530,8 @@ def _read_kernel(raw: Mapping[str, str], C: int, parsed: Parsed) -> tuple[np.nda
         for (f, c, i, j), text in cells.items():
             if not text.strip():
                 continue
-            try:
-                v = parse_number(text, cell=True)
-            except ValueError as exc:
-                raise FieldError("kernel", _number_message(str(exc), text.strip(), where_kernel(f, F, c, Cc, i, j))) from None
-            if abs(v) > MAX_ABS_WEIGHT:
-                raise FieldError("kernel", _("%(value)s is too large (%(where)s): values must be between −%(limit)s and %(limit)s.")
-                                 % {"value": text.strip(), "where": where_kernel(f, F, c, Cc, i, j), "limit": MAX_ABS_WEIGHT})
-            values[f][c][i][j] = v
+            values[f][c][i][j] = _checked_number(text, cell=True, limit=MAX_ABS_WEIGHT, field_name="kernel",
+                                                 where=lambda f=f, c=c, i=i, j=j: where_kernel(f, F, c, Cc, i, j))
         k = np.array(_as_array(values, (F, Cc, HH, WW)))
         names = prev_names
     elif base is not None:
@@ -623,18 +618,11 @@ def _read_bias(raw: Mapping[str, str], F: int, parsed: Parsed) -> tuple | None:
         return None
     out = []
     for f, t in enumerate(texts):
-        where = _("bias of filter %(f)s") % {"f": f + 1}
         if not t.strip():
             out.append(0)
             continue
-        try:
-            v = parse_number(t, cell=cell)
-        except ValueError as exc:
-            raise FieldError("bias", _number_message(str(exc), t.strip(), where)) from None
-        if abs(v) > MAX_ABS_INPUT:
-            raise FieldError("bias", _("%(value)s is too large (%(where)s): values must be between −%(limit)s and %(limit)s.")
-                             % {"value": t.strip(), "where": where, "limit": MAX_ABS_INPUT})
-        out.append(v)
+        out.append(_checked_number(t, cell=cell, limit=MAX_ABS_INPUT, field_name="bias",
+                                   where=lambda f=f: _("bias of filter %(f)s") % {"f": f + 1}))
     return tuple(out)
 
 

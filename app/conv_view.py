@@ -13,7 +13,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from fastapi import Request
 from PIL import Image
 
 from app import images
@@ -44,7 +43,6 @@ from app.conv_state import (
     working_array,
 )
 from app.i18n import gettext as _
-from app.lesson import SECTIONS
 from app.settings import Settings
 from core.conv import (
     conv_forward,
@@ -128,6 +126,16 @@ NEGATIVE = np.array([178, 24, 43], dtype=np.float64)  # red
 CHANNEL_TINTS = {"R": (1.0, 0.0, 0.0), "G": (0.0, 0.75, 0.0), "B": (0.0, 0.0, 1.0)}
 
 
+def legend_of(a: np.ndarray) -> dict:
+    """The colour scale ``colourize`` uses for ``a``: diverging (symmetric) with negative
+    values, else gray from 0 to the largest value."""
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0:
+        m = max(-lo, hi) or 1.0
+        return {"kind": "diverging", "lo": -m, "hi": m}
+    return {"kind": "gray", "lo": 0.0, "hi": hi or 1.0}
+
+
 def colourize(a: np.ndarray) -> tuple[np.ndarray, dict]:
     """(H, W) values -> (H, W, 3) uint8 and its legend.
 
@@ -135,17 +143,14 @@ def colourize(a: np.ndarray) -> tuple[np.ndarray, dict]:
     symmetric so equal sizes get equal depth. Otherwise grayscale from 0 (black) to the
     largest value (white), which is how a filtered photo naturally looks.
     """
-    lo, hi = float(a.min()), float(a.max())
-    if lo < 0:
-        m = max(-lo, hi) or 1.0
+    legend = legend_of(a)
+    m = legend["hi"]
+    if legend["kind"] == "diverging":
         t = (a / m)[..., None]
         white = np.full(3, 255.0)
         rgb = np.where(t >= 0, white + (POSITIVE - white) * t, white + (NEGATIVE - white) * (-t))
-        legend = {"kind": "diverging", "lo": -m, "hi": m}
     else:
-        m = hi or 1.0
         rgb = np.repeat((a / m * 255.0)[..., None], 3, axis=2)
-        legend = {"kind": "gray", "lo": 0.0, "hi": m}
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8), legend
 
 
@@ -382,7 +387,7 @@ def _sum_parts(st: Any, per_channel: list, C: int) -> Item:
 # ------------------------------------------------------------------------------ the settings form
 
 
-def build_form(parsed: Parsed, settings: Settings) -> dict:
+def build_form(parsed: Parsed) -> dict:
     s = parsed.state
     raw = parsed.raw
     F, C, HH, WW = s.kernel.shape
@@ -503,7 +508,7 @@ def build_result(parsed: Parsed, settings: Settings) -> dict | None:
     query = s.query()
     maps = []
     for f in range(out.shape[0]):
-        _rgb, legend = colourize(out[f])
+        legend = legend_of(out[f])  # the picture itself is drawn by /conv/output.png
         maps.append({"f": f, "src": f"/conv/output.png?{query}&res=full&filter={f}",
                      "lo": format_number(_round4(legend["lo"])), "hi": format_number(_round4(legend["hi"])),
                      "kind": legend["kind"], "Ho": out.shape[1], "Wo": out.shape[2], "name": s.names[f] if f < len(s.names) else None,
@@ -526,22 +531,5 @@ def formula_view(parsed: Parsed) -> dict | None:
     return {"rows": report["rows"], "cols": report["cols"], "H": H, "W": W, "HH": HH, "WW": WW,
             "pad_rows": report["pad_rows"], "pad_cols": report["pad_cols"], "fits": parsed.fit is None,
             "sentence": report["sentence"]}
-
-
-def lesson_links() -> dict:
-    return {"prev": next(s for s in SECTIONS if s.number == 2), "next": next(s for s in SECTIONS if s.number == 5)}
-
-
-def locale_links(request: Request, state_query: str | None) -> list[dict] | None:
-    """Language links that keep the state (also on the upload route, whose own URL is a POST)."""
-    from app import i18n
-    from app.templating import request_locale
-
-    if state_query is None:
-        return None
-    locale = request_locale(request)
-    return [{"code": code, "name": i18n.LANGUAGE_NAMES[code],
-             "url": f"/conv?{state_query}{'&' if state_query else ''}lang={code}", "current": code == locale}
-            for code in i18n.LOCALES]
 
 

@@ -87,11 +87,10 @@ class RequestGuard:
                 problem = (_("The parameter “%(name)s” appears more than once with different values; give it once.")
                            % {"name": name[:40]}, 400)
             limit = body_limit(settings_for(scope["app"]))
+            too_large = _("The request is too large: at most %(limit)s MB are accepted.") % {"limit": limit // (1024 * 1024)}
             declared = request.headers.get("content-length", "")
             if problem is None and declared.isdigit() and int(declared) > limit:
-                problem = (_("The request is too large: at most %(limit)s MB are accepted.")
-                           % {"limit": limit // (1024 * 1024)}, 413)
-            too_large = _("The request is too large: at most %(limit)s MB are accepted.") % {"limit": limit // (1024 * 1024)}
+                problem = (too_large, 413)
         if problem is not None:
             response = await input_error_handler(request, InputError(problem[0], status_code=problem[1]))
             await response(scope, receive, send)

@@ -4,7 +4,7 @@
     job = runner.submit(session, TrainSpec.model_validate({"dataset": "digits"}))
     version = 0
     while job.status in ACTIVE:
-        version = runner.wait_for_change(job, version, timeout=15)
+        version = job.wait_for_change(version, timeout=15)
         ...job.snapshot()...              # status, metrics, records so far
     predict(job, grid)                    # the trained (or stopped) model answers
 
@@ -48,23 +48,24 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.errors import InputError
 from app.i18n import N_, gettext
 from app.settings import Settings
 from core import datasets
 from core import train as core_train
 from core.conv import OutputSizeError, output_size
+from core.losses import softmax
 from core.model import SPEC_KEY, Sequential, tiny_cnn
 from core.train_worker import filters_of, final_metrics
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ACTIVE", "FINISHED", "STATUSES", "TrainSpec", "Job", "JobRunner", "JobError", "JobLimitError",
+    "ACTIVE", "FINISHED", "TrainSpec", "Job", "JobRunner", "JobError", "JobLimitError",
     "JobNotFound", "JobStateError", "ModelFileError", "predict", "export_npz", "load_npz",
-    "input_shape", "build_model",
+    "input_shape", "build_model", "dataset_defaults",
 ]
 
-STATUSES = ("queued", "running", "done", "stopped", "failed")
 ACTIVE = frozenset({"queued", "running"})
 FINISHED = frozenset({"done", "stopped", "failed"})
 
@@ -85,7 +86,7 @@ def input_shape(dataset: str) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- the spec
 
 
-def _defaults(dataset: str) -> dict[str, Any]:
+def dataset_defaults(dataset: str) -> dict[str, Any]:
     """core.train.DEFAULTS for ``dataset``, flattened into TrainSpec's fields."""
     d = core_train.DEFAULTS[dataset]
     m, opt = d["model"], d["optimizer"]
@@ -98,7 +99,7 @@ def _defaults(dataset: str) -> dict[str, Any]:
     }
 
 
-_DIGITS = _defaults("digits")
+_DIGITS = dataset_defaults("digits")
 _Float = dict(strict=True, allow_inf_nan=False)
 
 
@@ -138,7 +139,7 @@ class TrainSpec(BaseModel):
                              % {"names": ", ".join(unknown), "known": ", ".join(cls.model_fields)})
         dataset = data.get("dataset", "digits")
         if isinstance(dataset, str) and dataset in core_train.DEFAULTS:
-            return {**_defaults(dataset), **data}
+            return {**dataset_defaults(dataset), **data}
         return data
 
     @model_validator(mode="after")
@@ -182,14 +183,14 @@ def build_model(spec: TrainSpec) -> Sequential:
 # --------------------------------------------------------------------------- errors
 
 
-class JobError(Exception):
-    """A request about jobs that cannot be met; ``message`` is already translated."""
+class JobError(InputError):
+    """A request about jobs that cannot be met; ``message`` is already translated. An
+    ``InputError``, so a route may let it through: the error handlers answer its status."""
 
     status_code = 400
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, status_code=type(self).status_code)
 
 
 class JobLimitError(JobError):
@@ -286,7 +287,7 @@ class Job:
                 "created": self.created, "started": self.started, "finished": self.finished,
             }
             if records:
-                out["records"] = sorted(self._epoch_records + self._batch_records, key=lambda r: r["seq"])
+                out["records"] = self.records
                 out["filters"] = self.filters
         return out
 
@@ -430,9 +431,6 @@ class JobRunner:
         """When (runner clock) ``session`` last asked about its jobs or listened to a stream."""
         with self._lock:
             return self._seen.get(session)
-
-    def wait_for_change(self, job: Job, version: int, timeout: float | None = None) -> int:
-        return job.wait_for_change(version, timeout)
 
     def add_finished(self, job: Job) -> Job:
         """Keep an already finished job (a loaded model) under its session."""
@@ -754,9 +752,7 @@ def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: 
     else:
         x = _grid_array(grid, shape)
     outs = model.activations(x)
-    logits = outs[-1][0].astype(np.float64)
-    z = np.exp(logits - logits.max())
-    p = z / z.sum()
+    p = softmax(outs[-1][0].astype(np.float64))
     out: dict[str, Any] = {"probabilities": p.tolist(), "label": int(p.argmax()),
                            "input": np.round(x[0, 0].astype(np.float64), 4).tolist()}
     if true_label is not None:

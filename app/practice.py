@@ -495,7 +495,7 @@ def score_view(score: Score) -> dict:
 # ============================================================================== the worked solution
 
 
-def _label(step: SolutionStep, kind_extra: str = "") -> str:
+def step_label(step: SolutionStep) -> str:
     key = step.key
     if key == "pool_window":
         key = f"pool_window_{step.params.get('mode')}"
@@ -563,7 +563,7 @@ def solution_view(ex: Exercise, upto: int | None) -> dict:
         stage = None
         if current and step.window is not None:
             stage = _conv_stage(ex, step) if ex.kind.startswith("conv") else _pool_stage(ex, step)
-        items.append({"n": i + 1, "label": _label(step), "text": step.text, "stage": stage,
+        items.append({"n": i + 1, "label": step_label(step), "text": step.text, "stage": stage,
                       "current": current, "gives": bool(step.cells)})
     grid = None
     if shape:

@@ -105,6 +105,15 @@ def lang_url(request: Request, locale: str) -> str:
     return f"{request.url.path}?{urlencode(params)}"
 
 
+def locale_links(request: Request, query: str, path: str | None = None) -> list[dict[str, Any]]:
+    """Language links to ``path?query`` (by default this request's path): for a page whose
+    state is the address htmx pushed, not the request's own."""
+    locale = request_locale(request)
+    base = f"{path or request.url.path}?{query}{'&' if query else ''}"
+    return [{"code": code, "name": i18n.LANGUAGE_NAMES[code], "url": f"{base}lang={code}", "current": code == locale}
+            for code in i18n.LOCALES]
+
+
 def base_context(request: Request) -> dict[str, Any]:
     locale = request_locale(request)
     return {
@@ -128,6 +137,16 @@ def render_block(template: Template, block: str, context: Mapping[str, Any]) -> 
     return env.concat(block_render(template.new_context(dict(context))))  # type: ignore[attr-defined]
 
 
+def render_text(request: Request, template_name: str, context: Mapping[str, Any] | None = None, *,
+                block: str | None = None) -> str:
+    """``template_name`` (or only its ``block``) as HTML text, in the request's language."""
+    ctx = base_context(request)
+    ctx.update(context or {})
+    with i18n.use_locale(ctx["locale"]):
+        template = env.get_template(template_name)
+        return render_block(template, block, ctx) if block is not None else template.render(ctx)
+
+
 def render(
     request: Request,
     template_name: str,
@@ -138,14 +157,8 @@ def render(
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """The full page, or only block ``fragment`` when htmx asks (``fragment=None``: always full)."""
-    ctx = base_context(request)
-    ctx.update(context or {})
-    with i18n.use_locale(ctx["locale"]):
-        template = env.get_template(template_name)
-        if fragment is not None and wants_fragment(request):
-            html = render_block(template, fragment, ctx)
-        else:
-            html = template.render(ctx)
+    block = fragment if fragment is not None and wants_fragment(request) else None
+    html = render_text(request, template_name, context, block=block)
     response = HTMLResponse(html, status_code=status_code, headers=dict(headers or {}))
     add_vary(response, VARY)
     return response

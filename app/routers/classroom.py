@@ -29,9 +29,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from app import i18n
 from app.classroom import (
-    ClassStore,
     NoSuchClass,
     Room,
     Student,
@@ -53,7 +51,7 @@ from app.lesson import SECTIONS, is_served
 from app.ratelimit import limit
 from app.session import session_id
 from app.settings import settings_for
-from app.templating import base_context, env, render, request_locale
+from app.templating import render, render_text, request_locale
 
 # Every route is ``async``: classes are changed and read on the event loop only, so a stream
 # never sees a room half-changed by a worker thread (and no thread waits for the GIL).
@@ -69,13 +67,9 @@ TOUCH_SECONDS = 5.0
 # ============================================================================== helpers
 
 
-def _store(request: Request) -> ClassStore:
-    return store_for(request)
-
-
 def _room(request: Request, code: str) -> Room:
     code = normalise_code(code)
-    room = _store(request).get(code) if code_ok(code) else None
+    room = store_for(request).get(code) if code_ok(code) else None
     if room is None:
         raise InputError(_("There is no class with the code “%(code)s”. Check the code on the projector: "
                            "the class may have ended.") % {"code": code[:16]}, status_code=404)
@@ -95,7 +89,7 @@ def _touch(request: Request, room: Room) -> None:
     now = time.monotonic()
     every = min(TOUCH_SECONDS, settings_for(request.app).class_idle_seconds / 4)
     if now - room.active >= every:
-        _store(request).touch(room.code, now)
+        store_for(request).touch(room.code, now)
 
 
 def _join(request: Request, room: Room) -> str:
@@ -118,7 +112,7 @@ def _join(request: Request, room: Room) -> str:
 
 def _update(request: Request, code: str, change):
     try:
-        return _store(request).update(code, change)
+        return store_for(request).update(code, change)
     except NoSuchClass:
         raise InputError(_("This class has ended."), status_code=404) from None
 
@@ -166,13 +160,6 @@ def join_url(request: Request, code: str | None = None) -> str:
         base = base.replace(hostname=address)
     base_text = str(base).rstrip("/")
     return f"{base_text}/class/{code}" if code else f"{base_text}/class"
-
-
-def _fragment(request: Request, template: str, context: dict[str, Any]) -> str:
-    ctx = base_context(request)
-    ctx.update(context)
-    with i18n.use_locale(ctx["locale"]):
-        return env.get_template(template).render(ctx)
 
 
 def _views(request: Request) -> list[dict]:
@@ -293,7 +280,7 @@ def _changes(request: Request, room: Room, host: bool, sid: str | None, sent: di
         key = (q.id, q.revealed, q.answers.get(sid)) if q else None
     if sent.get("panel", ()) != key:
         sent["panel"] = key
-        out.append(("panel", _fragment(request, "_class_panel.html", {"p": panel_context(room, host, sid)})))
+        out.append(("panel", render_text(request, "_class_panel.html", {"p": panel_context(room, host, sid)})))
     return out
 
 
@@ -318,7 +305,7 @@ async def class_join(request: Request) -> HTMLResponse:
 async def class_go(request: Request, code: str = "") -> Response:
     """The join form: ``code`` as typed -> that class's page, or the form again with a message."""
     typed = normalise_code(code)
-    room = _store(request).get(typed) if code_ok(typed) else None
+    room = store_for(request).get(typed) if code_ok(typed) else None
     if room is None:
         error = (_("Type the code shown on the projector.") if not typed else
                  _("There is no class with the code “%(code)s”. Check the code on the projector: "
@@ -335,7 +322,7 @@ async def class_create(request: Request) -> Response:
     """Start a class: this browser becomes its assistant (a secret cookie), then the projector page."""
     settings = settings_for(request.app)
     token, secret_hash = new_secret()
-    room = _store(request).create(secret_hash, time.monotonic(), settings.max_classes)
+    room = store_for(request).create(secret_hash, time.monotonic(), settings.max_classes)
     response = RedirectResponse(f"/class/{room.code}/present", status_code=303)
     response.set_cookie(host_cookie(room.code), token, httponly=True, samesite="strict", path="/")
     return response
@@ -394,7 +381,7 @@ async def class_events(code: str, request: Request) -> StreamingResponse:
     ``count`` (the assistant: students connected), ``panel`` (the quick question, as HTML),
     ``closed`` (the class ended); a comment line every 15 s."""
     room = _room(request, code)
-    store = _store(request)
+    store = store_for(request)
     host = is_host(request, room)
     sid = None if host else _join(request, room)
     code = room.code
@@ -416,9 +403,9 @@ async def class_events(code: str, request: Request) -> StreamingResponse:
             yield "retry: 2000\n\n"
             while True:
                 # Through store_for: every stream's wake-up also ends classes idle too long.
-                now_room = _store(request).get(code)
+                now_room = store_for(request).get(code)
                 if now_room is None:
-                    yield _event("closed", _fragment(request, "_class_closed.html", {}))
+                    yield _event("closed", render_text(request, "_class_closed.html"))
                     return
                 if host:
                     _touch(request, now_room)
@@ -473,7 +460,7 @@ def _question_json(room: Room, host: bool, sid: str | None) -> dict[str, Any] | 
 
 def _class_json(request: Request, room: Room) -> ClassView:
     host = is_host(request, room)
-    sid = request.state.session_id if getattr(request.state, "session_id", None) else None
+    sid = getattr(request.state, "session_id", None)
     return ClassView(code=room.code, students=room.connected, joined=len(room.students), view=room.view,
                      question=_question_json(room, host, None if host else sid), host=host)
 
@@ -579,7 +566,7 @@ async def api_answer(code: str, request: Request) -> ClassView:
 async def api_end(code: str, request: Request) -> Response:
     """End the class (assistant only): every screen is told, and the code stops working."""
     room = _host_room(request, code)
-    _store(request).delete(room.code)
+    store_for(request).delete(room.code)
     response = Response(status_code=204)
     response.delete_cookie(host_cookie(room.code), path="/")
     return response

@@ -31,10 +31,10 @@ from app.errors import InputError
 from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
-from app.lesson import is_served
+from app.lesson import neighbours
 from app.ratelimit import limit
 from app.settings import Settings, get_settings, settings_for
-from app.templating import add_vary, render, wants_fragment
+from app.templating import add_vary, locale_links, render, wants_fragment
 
 router = APIRouter(tags=["conv"])
 
@@ -57,8 +57,6 @@ from app.conv_view import (
     feature_map,
     formula_view,
     input_picture,
-    lesson_links,
-    locale_links,
     png_bytes,
     png_cache,
     shown_map,
@@ -78,19 +76,16 @@ def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block:
     context: dict[str, Any] = {"stepper": stepper, "errors": dict(parsed.errors), "fit": parsed.fit}
     step_query = s.query(step=s.step or None) if parsed.ok else urlencode(list(parsed.raw.items()))
     if block != "stepper":
-        context["form"] = build_form(parsed, settings)
+        context["form"] = build_form(parsed)
         if upload_error:
             # Shown next to the upload control only: the stepper and its state stay as they were.
             context["form"]["errors"] = {**parsed.errors, "upload": upload_error}
         context["formula"] = formula_view(parsed)
         context["result"] = build_result(parsed, settings) if parsed.ok else None
-        links = lesson_links()
-        context["prev_section"] = links["prev"] if is_served(request.app, links["prev"].path) else None
-        context["next_section"] = links["next"] if is_served(request.app, links["next"].path) else None
+        context["prev_section"], context["next_section"] = neighbours(request.app, (3, 4))
         context["error_list"] = [(name, msg) for name, msg in context["errors"].items()]
-    locales = locale_links(request, step_query)
-    if locales:
-        context["locales"] = locales
+    if step_query is not None:  # language links keep the state (the upload route's own URL is a POST)
+        context["locales"] = locale_links(request, step_query, "/conv")
     fragment = block if block == "stepper" else "lab"
     # A full page with bad values is a 4xx (htmx gets 200: it swaps only 2xx responses).
     status = page_status(request, True, upload_status) if upload_error else page_status(request, parsed.errors)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from app import images
-from app.api_schema import api_errors
+from app.api_schema import PNG, api_errors, page_errors
 from app.i18n import gettext
 from app.ratelimit import limit
 from app.settings import Settings, get_settings
@@ -43,20 +43,12 @@ class SampleOut(BaseModel):
     url: str
 
 
-class ErrorOut(BaseModel):
-    detail: str
-    field: str | None = None
-
-
-def _errors(*codes: int) -> dict[int | str, dict]:
-    described = {
-        400: "Empty file or a body that is not a multipart form.",
-        404: "Unknown or expired image id.",
-        413: "Too many bytes, or too many pixels (decompression bomb).",
-        415: "Not a picture, or a format other than PNG, JPEG, WebP, BMP, GIF.",
-        422: "Damaged or 0×0 picture, missing field `file`, malformed id or bad size/colour.",
-    }
-    return {code: {"model": ErrorOut, "description": described[code]} for code in codes}
+# What 400, 404 and 422 mean for pictures (413 and 415 as everywhere: app/api_schema.py).
+_DESCRIPTIONS = {
+    400: "Empty file or a body that is not a multipart form.",
+    404: "Unknown or expired image id.",
+    422: "Damaged or 0×0 picture, missing field `file`, malformed id or bad size/colour.",
+}
 
 
 _UPLOAD_BODY = {
@@ -86,7 +78,7 @@ _UPLOAD_BODY = {
     name="api_upload_image",
     status_code=201,
     response_model=StoredImageOut,
-    responses={**_errors(400, 413, 415, 422), **api_errors(429)},
+    responses=api_errors(400, 413, 415, 422, 429, descriptions=_DESCRIPTIONS),
     openapi_extra=_UPLOAD_BODY,
     summary="Store an uploaded picture",
 )
@@ -132,12 +124,9 @@ def list_samples(request: Request, settings: Settings = Depends(get_settings)) -
     "/images/{image_id}.png",
     name="image_png",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "The picture as PNG."},
-        # Not under /api, so errors are pages (the address is also opened in a browser tab).
-        404: {"content": {"text/html": {}}, "description": "Unknown or expired image id (an error page)."},
-        422: {"content": {"text/html": {}}, "description": "Malformed id, size or colour (an error page)."},
-    },
+    # Not under /api, so errors are pages (the address is also opened in a browser tab).
+    responses={**PNG, **page_errors(404, 422, descriptions={404: "Unknown or expired image id (an error page).",
+                                                           422: "Malformed id, size or colour (an error page)."})},
     summary="A stored picture as PNG",
 )
 def image_png(

@@ -33,7 +33,7 @@ from app.i18n import gettext as _
 from app.lesson import neighbours
 from app.ratelimit import limit
 from app.settings import settings_for
-from app.templating import add_vary, render, wants_fragment
+from app.templating import add_vary, locale_links, render, wants_fragment
 from app.uploads import read_upload_form, store_upload
 from core import kernels
 from core.activations import ACTIVATIONS
@@ -60,17 +60,6 @@ _SPLIT_CELLS = re.compile(r"[,\s]+")
 def _lesson_nav(request: Request, *numbers: int) -> dict:
     prev, nxt = neighbours(request.app, numbers)
     return {"prev_section": prev, "next_section": nxt}
-
-
-def _locales(request: Request, query: str) -> list[dict]:
-    """Language links that keep the state (the address htmx pushes, not the request's)."""
-    from app import i18n
-    from app.templating import request_locale
-
-    locale = request_locale(request)
-    sep = "&" if query else ""
-    return [{"code": code, "name": i18n.LANGUAGE_NAMES[code], "url": f"{request.url.path}?{query}{sep}lang={code}",
-             "current": code == locale} for code in i18n.LOCALES]
 
 
 def _int(raw: Mapping[str, str], name: str, lo: int, hi: int, default: int | None, message: str) -> int | None:
@@ -244,6 +233,12 @@ class PoolView:
             pairs.append(("step", str(step)))
         return urlencode(pairs)
 
+    def step_at(self, step: int):
+        """``core.pool.pool_step`` for this view's input and window (global average has none)."""
+        glob = self.kind == "global_avg"
+        return pool_step(self.src.x, self.kind, None if glob else self.size,
+                         None if glob else (self.stride or self.size), step=step)
+
 
 def read_pool(raw: Mapping[str, str], request: Request) -> PoolView:
     errors: dict[str, str] = {}
@@ -293,9 +288,7 @@ def pool_formula(view: PoolView) -> dict | None:
 def build_pool_stepper(view: PoolView) -> dict:
     x = view.src.x
     C, H, W = x.shape
-    stride = view.stride or view.size
-    st = pool_step(x, view.kind, None if view.kind == "global_avg" else view.size,
-                   None if view.kind == "global_avg" else stride, step=view.step)
+    st = view.step_at(view.step)
     out = view.out
     _C, Ho, Wo = out.shape
     window = {(r, q) for r in st.window_rows for q in st.window_cols}
@@ -346,7 +339,7 @@ def _render_pool(request: Request, view: PoolView, *, block: str, headers: dict 
             "activation_link": f"/activation?{urlencode(src.pairs)}" if src.x is not None else None,
             **_lesson_nav(request, 6),
         })
-    context["locales"] = _locales(request, query)
+    context["locales"] = locale_links(request, query)
     response = render(request, "pool.html", context, fragment="stepper" if block == "stepper" else "lab", headers=headers,
                       status_code=page_status(request, view.errors))
     add_vary(response, "HX-Target")
@@ -448,7 +441,7 @@ def activation(request: Request) -> Response:
                     "relu": src.relu}
     pairs = list(src.pairs) + ([("fn", fn)] if fn != "relu" else [])
     view["pool_link"] = f"/pool?{urlencode(src.pairs)}" if src.x is not None else None
-    context = {"view": view, **_lesson_nav(request, 7), "locales": _locales(request, urlencode(pairs))}
+    context = {"view": view, **_lesson_nav(request, 7), "locales": locale_links(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/activation?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
     return render(request, "activation.html", context, fragment="lab", headers=headers,
                   status_code=page_status(request, errors))
@@ -530,7 +523,7 @@ def grid(request: Request) -> Response:
     context = {"errors": errors, "grids": grids, "image": image_id, "size": size, "color": color, "zoom": zoom,
                "samples": samples, "zooms": ZOOMS, "min_size": GRID_MIN, "max_size": GRID_MAX,
                "state": urlencode(pairs), "audio": audio_wave(), **_lesson_nav(request, 1),
-               "locales": _locales(request, urlencode(pairs))}
+               "locales": locale_links(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/grid?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
     return render(request, "grid.html", context, fragment="lab", headers=headers, status_code=page_status(request, errors))
 
@@ -644,6 +637,6 @@ def local(request: Request) -> Response:
                "presets": [{"value": k, "label": _(v[0]), "dims": f"{v[1]}×{v[2]}×{v[3]}"} for k, v in LOCAL_PRESETS.items()],
                "samples": local_samples(request),
                "ratio": None if counts is None else group(round(counts["ratio"])),
-               **_lesson_nav(request, 2), "locales": _locales(request, urlencode(pairs))}
+               **_lesson_nav(request, 2), "locales": locale_links(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/local?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
     return render(request, "local.html", context, fragment="lab", headers=headers, status_code=page_status(request, errors))

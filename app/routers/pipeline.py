@@ -480,8 +480,12 @@ def api_pipeline(request: Request, settings: Settings = Depends(get_settings)) -
         "probabilities": p.q.tolist(), "loss": p.loss, "loss_text": engine.explain_loss(p).text,
         "dlogits": p.dz.tolist(), "dconv": p.dout.tolist(), "dw": p.dw.tolist(),
         "weight": {"index": [f, 0, i, j], "value": g.weight, "grad": g.value, "text": g.text,
-                   "sgd": sgd, "adam": {k: (list(v) if isinstance(v, tuple) else v) for k, v in adam.items()}},
+                   "sgd": _listed(sgd), "adam": _listed(adam)},
     }
-    body["weight"]["sgd"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sgd.items()}
     return JSONResponse(body)
+
+
+def _listed(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuples as lists, for JSON."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 

@@ -219,7 +219,7 @@ def api_practice_solution(kind: Annotated[str, Query(max_length=40)],
                           level: Annotated[int, Query(ge=1, le=3)] = 1) -> dict:
     """The exercise with its answer and its worked solution, step by step."""
     ex = _api_exercise(kind, seed, level)
-    steps = [{"key": s.key, "label": view._label(s), "text": s.text, "cells": [list(c) for c in s.cells]}
+    steps = [{"key": s.key, "label": view.step_label(s), "text": s.text, "cells": [list(c) for c in s.cells]}
              for s in solution(ex)]
     return {**_exercise_json(ex), "answer": ex.answer.tolist(), "steps": steps}
 

@@ -1,5 +1,7 @@
 """JSON API for training jobs (app/jobs.py): start, watch (server-sent events), stop, use, save, load.
 
+A ``JobError`` is an ``InputError``: the app's handlers answer its status (404, 409, 429) as JSON.
+
 Every job belongs to the browser session that started it (app/session.py); any other
 session gets the same 404 as for an id that never existed.
 """
@@ -56,10 +58,7 @@ def runner_for(request: Request) -> JobRunner:
 
 
 def _job(request: Request, job_id: str) -> Job:
-    try:
-        return runner_for(request).get(session_id(request), job_id)
-    except JobError as e:
-        raise InputError(e.message, status_code=e.status_code) from None
+    return runner_for(request).get(session_id(request), job_id)
 
 
 class JobCreated(BaseModel):
@@ -97,10 +96,7 @@ class JobList(BaseModel):
 def start(spec: TrainSpec, request: Request) -> JobCreated:
     """Start training ``spec`` (``{"dataset": "digits"}`` alone trains the default model)."""
     limit(request, "trainings")
-    try:
-        job = runner_for(request).submit(session_id(request), spec)
-    except JobError as e:
-        raise InputError(e.message, status_code=e.status_code) from None
+    job = runner_for(request).submit(session_id(request), spec)
     return JobCreated(id=job.id, status=job.status, queue_position=job.queue_position)
 
 
@@ -136,11 +132,7 @@ def status(job_id: str, request: Request, records: Annotated[bool, Query(descrip
 @router.delete("/{job_id}", response_model=JobView, responses=ERRORS)
 def stop(job_id: str, request: Request) -> JobView:
     """Stop the job before its next batch (a queued job leaves the queue); its model stays usable."""
-    runner = runner_for(request)
-    try:
-        job = runner.cancel(session_id(request), job_id)
-    except JobError as e:
-        raise InputError(e.message, status_code=e.status_code) from None
+    job = runner_for(request).cancel(session_id(request), job_id)
     return JobView(**job.snapshot())
 
 
@@ -247,8 +239,6 @@ def classify(job_id: str, req: PredictRequest, request: Request) -> PredictRespo
     job = _job(request, job_id)
     try:
         return PredictResponse(**predict(job, req.grid, test_index=req.test_index, maps=req.maps))
-    except JobError as e:
-        raise InputError(e.message, status_code=e.status_code) from None
     except ValueError as e:
         raise InputError(str(e)) from None
 
@@ -258,10 +248,7 @@ def classify(job_id: str, req: PredictRequest, request: Request) -> PredictRespo
 def weights(job_id: str, request: Request) -> Response:
     """Download the model (architecture, parameters and settings) as .npz; load it back with /api/train/load."""
     job = _job(request, job_id)
-    try:
-        data = export_npz(job)
-    except JobError as e:
-        raise InputError(e.message, status_code=e.status_code) from None
+    data = export_npz(job)
     name = f"cnnlab-{job.spec.dataset}-{job.id[:8]}.npz"
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

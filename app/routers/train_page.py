@@ -40,7 +40,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from app import i18n
 from app import jobs as jobs_module
-from app.api_schema import page_errors
+from app.api_schema import page_errors, redirect
 from app.errors import InputError
 from app.guards import page_status
 from app.i18n import N_
@@ -48,9 +48,9 @@ from app.i18n import gettext as _
 from app.lesson import neighbours
 from app.ratelimit import limit
 from app.session import session_id
+from app.settings import settings_for
 from app.templating import base_context, env, render, wants_fragment
 from core import datasets
-from core.train import DEFAULTS
 
 router = APIRouter(tags=["train"])
 
@@ -69,7 +69,6 @@ COMPARE_RUNS = 2
 MAX_MISCLASSIFIED = 12
 # The held-out image whose feature maps the live view shows.
 SAMPLE_INDEX = 0
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 
 DATASETS = {"digits": N_("8×8 digits (1,797 images)"), "mnist": N_("MNIST 28×28 (10,000-image subset)")}
 OPTIMIZERS = {"sgd": N_("SGD"), "momentum": N_("SGD with momentum"), "adam": N_("Adam")}
@@ -115,17 +114,9 @@ FIELDS = ("dataset", "filters", "kernel", "padding", "pool", "pool_size", "hidde
 
 
 def defaults(dataset: str) -> dict[str, Any]:
-    """The form's values for ``dataset`` from core.train.DEFAULTS."""
-    d = DEFAULTS[dataset]
-    model, opt = d["model"], d["optimizer"]
-    return {
-        "dataset": dataset,
-        "filters": model["filters"], "kernel": model["kernel"], "padding": model["padding"],
-        "pool": model["pool"], "pool_size": model["pool_size"], "hidden": model["hidden"],
-        "activation": model["activation"], "optimizer": opt["name"], "lr": opt["lr"],
-        "momentum": opt.get("momentum", 0.9), "beta1": opt.get("beta1", 0.9), "beta2": opt.get("beta2", 0.999),
-        "batch_size": d["batch_size"], "epochs": d["epochs"], "seed": d["seed"],
-    }
+    """The form's values for ``dataset`` from core.train.DEFAULTS, in FIELDS order."""
+    d = {"dataset": dataset, **jobs_module.dataset_defaults(dataset)}
+    return {name: d[name] for name in FIELDS}
 
 
 class Setup:
@@ -397,11 +388,9 @@ def runner(request: Request):
 
 
 def find_job(request: Request, job_id: str):
-    """The session's job ``job_id``; any other session (or an unknown id) gets a 404."""
-    try:
-        return runner(request).get(session_id(request), job_id)
-    except jobs_module.JobNotFound as exc:
-        raise InputError(exc.message, status_code=404) from None
+    """The session's job ``job_id``; any other session (or an unknown id) gets a 404
+    (``JobNotFound`` is an ``InputError``)."""
+    return runner(request).get(session_id(request), job_id)
 
 
 def spec_value(spec: Any, name: str, default: Any = None) -> Any:
@@ -446,7 +435,6 @@ class View:
             records = shown
         self.records = records
         self.finished = self.status in FINISHED
-        self.caught_up = upto is None or len(records) == len(job.records)
 
 
 def metrics_of(records: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -574,7 +562,7 @@ def run_context(request: Request, job, upto: int | None = None) -> dict[str, Any
 # ============================================================================== routes
 
 # Without htmx a form that started or loaded a run is redirected to the run's page.
-_REDIRECT = {303: {"description": "Started or loaded: see the run's page (`Location`)."}}
+_REDIRECT = redirect("Started or loaded: see the run's page (`Location`).")
 
 
 def lesson_links(request: Request) -> dict[str, Any]:
@@ -615,23 +603,23 @@ async def train_start(request: Request) -> Response:
     """Start a run from the setup form (same fields as ``GET /train``); answers with the run panel."""
     form = await request.form()
     setup = Setup({k: v for k, v in form.items() if isinstance(v, str)})
+    title = _("The training did not start")
     if not setup.ok or setup.spec is None:
-        problems = list(setup.errors.values())
-        return render(request, "_train_problem.html", {"problems": problems, "title": _("The training did not start")},
-                      fragment=None, status_code=page_status(request, True))
+        return _problem(request, title, list(setup.errors.values()), page_status(request, True))
     try:
         limit(request, "trainings")  # too many starts in a short time: 429, said in the run panel
+        job = runner(request).submit(session_id(request), setup.spec)  # a JobError is an InputError
     except InputError as exc:
-        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The training did not start")},
-                      fragment=None, status_code=page_status(request, True, exc.status_code))
-    try:
-        job = runner(request).submit(session_id(request), setup.spec)
-    except jobs_module.JobError as exc:
-        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The training did not start")},
-                      fragment=None, status_code=page_status(request, True, exc.status_code))
+        return _problem(request, title, [exc.message], page_status(request, True, exc.status_code))
     if not wants_fragment(request):
         return Response(status_code=303, headers={"location": f"/train/jobs/{job.id}"})
     return await run_in_threadpool(_render_run, request, job, 0)
+
+
+def _problem(request: Request, title: str, problems: list[str], status_code: int = 200) -> Response:
+    """The run panel saying why no run started or loaded."""
+    return render(request, "_train_problem.html", {"problems": problems, "title": title}, fragment=None,
+                  status_code=status_code)
 
 
 def _render_run(request: Request, job, upto: int | None = None) -> Response:
@@ -806,9 +794,7 @@ async def train_predict(request: Request, job_id: str) -> Response:
 
     def make() -> Response:
         try:
-            result = jobs_module.predict(job, grid, test_index=test_index)
-        except jobs_module.JobError as exc:
-            raise InputError(exc.message, status_code=exc.status_code) from None
+            result = jobs_module.predict(job, grid, test_index=test_index)  # a JobError answers itself
         except ValueError as exc:
             raise InputError(str(exc)) from None
         ctx = prediction_context({**result, "test_index": test_index}, dataset)
@@ -821,21 +807,21 @@ async def train_predict(request: Request, job_id: str) -> Response:
              responses={**_REDIRECT, **page_errors(400, 422, 429)})
 async def train_load(request: Request) -> Response:
     """A ``.npz`` saved from this page (``file``) becomes a finished run of this browser."""
+    title = _("The file could not be loaded")
     try:
         limit(request, "uploads")  # before the body is read; 429 is said in the run panel
     except InputError as exc:
-        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The file could not be loaded")},
-                      fragment=None, status_code=page_status(request, True, exc.status_code))
+        return _problem(request, title, [exc.message], page_status(request, True, exc.status_code))
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise InputError(_("Choose a .npz file saved from this page."))
-    data = await upload.read(MAX_UPLOAD_BYTES + 1)
+    cap = settings_for(request.app).max_upload_bytes  # the same cap as /api/train/load
+    data = await upload.read(cap + 1)
     try:
-        job = await run_in_threadpool(jobs_module.load_npz, session_id(request), data, max_bytes=MAX_UPLOAD_BYTES)
+        job = await run_in_threadpool(jobs_module.load_npz, session_id(request), data, max_bytes=cap)
     except jobs_module.JobError as exc:
-        return render(request, "_train_problem.html", {"problems": [exc.message], "title": _("The file could not be loaded")},
-                      fragment=None)
+        return _problem(request, title, [exc.message])
     runner(request).add_finished(job)
     if not wants_fragment(request):
         return Response(status_code=303, headers={"location": f"/train/jobs/{job.id}"})
