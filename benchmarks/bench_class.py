@@ -30,16 +30,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import numpy as np
+from _server import free_port, stop_server, wait_until_up
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_P95_MS = 250.0
@@ -50,28 +49,11 @@ SSL_CONTEXT = ssl.create_default_context()
 GRACE_S = 3.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(port: int) -> subprocess.Popen:
     env = dict(os.environ, CNNLAB_MAX_CLASS_STUDENTS="100000")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise SystemExit("the server did not start")
+    return wait_until_up(proc, port)
 
 
 def view_url(k: int) -> str:
@@ -200,11 +182,7 @@ def main() -> int:
     try:
         result = asyncio.run(run(f"http://127.0.0.1:{port}", args.students, args.steps, args.interval, args.fetch))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     errors = len(result["errors"]) + result["missing"]
     post = result["post_ms"]
     print(f"\nOne class: {args.students} students on live event streams, the assistant stepping every "

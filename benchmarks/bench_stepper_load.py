@@ -50,15 +50,14 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
+from _server import StepperForm, free_port, stop_server, wait_until_up
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_SERVER_P95_MS = 30.0
@@ -129,31 +128,10 @@ def serve(port: int, out_path: str) -> None:
             json.dump(timed.records, f)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(port: int, out_path: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", str(port), out_path],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with status {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            ok = conn.getresponse().status == 200
-            conn.close()
-            if ok:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the server did not start within 30 s")
+    return wait_until_up(proc, port)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -194,28 +172,6 @@ def student_params(rng: random.Random, i: int) -> dict[str, str]:
     return p
 
 
-class StepperForm(HTMLParser):
-    """The hidden state fields and ``data-steps`` of ``form#conv-stepper``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inside = False
-        self.fields: list[tuple[str, str]] = []
-        self.steps: int | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form" and a.get("id") == "conv-stepper":
-            self.inside = True
-            self.steps = int(a["data-steps"])
-        elif self.inside and tag == "input" and a.get("type") == "hidden":
-            self.fields.append((a["name"], a.get("value") or ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self.inside = False
-
-
 def open_page(port: int, params: dict[str, str]) -> tuple[list[tuple[str, str]], int, float] | None:
     """GET the page as a browser's first visit; (form fields, steps, ms), or None when this
     view has no stepper (e.g. the kernel does not fit)."""
@@ -229,7 +185,7 @@ def open_page(port: int, params: dict[str, str]) -> tuple[list[tuple[str, str]],
     conn.close()
     if resp.status != 200:
         raise SystemExit(f"{path} answered {resp.status}")
-    form = StepperForm()
+    form = StepperForm("conv-stepper")
     form.feed(body.decode("utf-8"))
     if form.steps is None:
         return None
@@ -548,11 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             client = run(port, walks, args.duration, tuple(args.think), args.seed, workdir)
             cpu1, t_end = cpu_seconds(server.pid), time.time()
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server, signal.SIGINT, 20)
         with open(records_path) as f:
             records = json.load(f)
     ok = report(args, opened, client, records, t_start, t_end, cpu1 - cpu0, t_end - t_start)

@@ -22,22 +22,17 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.util
 import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bench_stepper_load", os.path.join(HERE, "bench_stepper_load.py"))
-load = importlib.util.module_from_spec(_spec)
-sys.modules["bench_stepper_load"] = load
-_spec.loader.exec_module(load)
+import bench_stepper_load as load
+from _server import stop_server
 
 TARGETS = {"digits": (0.95, 5.0), "mnist": (0.96, 20.0)}
 TARGET_STEP_P95_MS = 100.0
@@ -158,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
                 trainer.join()
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server, signal.SIGINT, 30)
         if args.skip_load:
             return 0 if ok else 1
         with open(records_path) as f:

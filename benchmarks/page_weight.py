@@ -27,13 +27,14 @@ import argparse
 import http.client
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
+
+from _server import free_port, stop_server, wait_until_up
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_URLS = ("/conv?preset=seed", "/conv?image=chelsea&size=32&color=rgb")
@@ -43,12 +44,6 @@ BROWSER_ENCODINGS = "gzip, deflate, br"
 CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)['\"]?\s*\)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(port: int) -> subprocess.Popen:
     """``python -m uvicorn app.main:app`` on loopback; returns once /healthz answers."""
     proc = subprocess.Popen(
@@ -56,20 +51,7 @@ def start_server(port: int) -> subprocess.Popen:
          "--log-level", "warning"],
         cwd=ROOT,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with status {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise SystemExit("the server did not start within 30 s")
+    return wait_until_up(proc, port)
 
 
 class Fetched:
@@ -204,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             weight_ok, time_ok = report(load_page(port, page, not args.no_gzip, args.warm), args.warm)
             ok = ok and weight_ok and time_ok
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     print(f"\n{'All targets met.' if ok else 'A target was missed.'}")
     return 0 if ok else 1
 

@@ -53,19 +53,18 @@ import random
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import numpy as np
+from _server import StepperForm, free_port, wait_until_up
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,12 +88,6 @@ PCTS = (50, 95, 99)
 # ============================================================================== the server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def log_config(path: Path) -> Path:
     """uvicorn's own logging, plus the app's INFO lines (the cleanup's counts) on stderr."""
     from uvicorn.config import LOGGING_CONFIG
@@ -113,18 +106,7 @@ def start_server(port: int, workdir: Path, args: argparse.Namespace) -> subproce
            "--log-config", str(log_config(workdir / "log.json"))]
     with open(workdir / "access.log", "wb") as out, open(workdir / "server.log", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited at start:\n{(workdir / 'server.log').read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the server did not answer /healthz within 30 s")
+    return wait_until_up(proc, port, log=workdir / "server.log")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -258,29 +240,6 @@ class Stats:
 
 
 # ============================================================================== what students do
-
-
-class StepperForm(HTMLParser):
-    """The hidden state fields and ``data-steps`` of ``form#<form_id>`` (a stepper)."""
-
-    def __init__(self, form_id: str) -> None:
-        super().__init__()
-        self.form_id = form_id
-        self.inside = False
-        self.fields: list[tuple[str, str]] = []
-        self.steps: int | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form" and a.get("id") == self.form_id:
-            self.inside = True
-            self.steps = int(a.get("data-steps") or 0)
-        elif self.inside and tag == "input" and a.get("type") == "hidden" and a.get("name"):
-            self.fields.append((a["name"], a.get("value") or ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self.inside = False
 
 
 def picture(rng: random.Random) -> tuple[bytes, str, str]:

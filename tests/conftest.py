@@ -77,10 +77,9 @@ def client() -> Iterator[TestClient]:
 
 @pytest.fixture
 def html() -> Callable[..., BeautifulSoup]:
-    def parse(response) -> BeautifulSoup:
-        return BeautifulSoup(response.text, "html.parser")
+    from pagecheck import soup
 
-    return parse
+    return soup
 
 
 # ---------------------------------------------------------------- live server ----------
@@ -202,6 +201,20 @@ def page(open_page):
     """A fresh page at 1280×720."""
     # An English-speaking browser on purpose: the app must still start in Spanish.
     return open_page(viewport={"width": 1280, "height": 720}, locale="en-US")
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's script, for pagecheck.assert_axe_clean; missing, the test fails (never skips)."""
+    from pagecheck import AXE_JS
+
+    if not AXE_JS.is_file():
+        pytest.fail(
+            f"axe-core is not installed ({AXE_JS} is missing): run `bash scripts/test.sh`, which installs it, "
+            "or `npm ci --prefix tests/a11y --no-audit --no-fund` (needs Node.js and npm).",
+            pytrace=False,
+        )
+    return AXE_JS.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Central-difference gradient checking, shared by the engine's tests.
 
-    from gradcheck import numeric_grad, rel_error
+    from gradcheck import check_gradient, numeric_grad, rel_error
 
 numeric_grad(f, x, dout) is ∂(Σ f(x)·dout)/∂x estimated one element at a time as
 (f(x + h) − f(x − h))·dout / 2h, in float64 (CS231n's eval_numerical_gradient_array).
@@ -50,3 +50,12 @@ def rel_error(a, b):
         return 0.0
     scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1e-12)
     return float(np.max(np.abs(a - b))) / scale
+
+
+def check_gradient(analytic, f, x, what, dout=1.0, tol=1e-6):
+    """Compare an analytic gradient with numeric_grad's central differences of Σ f()·dout w.r.t. x
+    (f reads x, which numeric_grad nudges in place); the message names shapes and settings."""
+    numeric = numeric_grad(lambda _: f(), x, dout)
+    assert analytic.shape == numeric.shape, f"{what}: gradient shape {analytic.shape} != {numeric.shape}"
+    err = rel_error(analytic, numeric)
+    assert err < tol, f"{what}: analytic and numeric gradients differ, relative error {err:.3g} (x {x.shape})"

@@ -1,15 +1,39 @@
-"""Helpers shared by the browser tests (the fixtures themselves are in conftest.py)."""
+"""Helpers shared by the page and browser tests (the fixtures themselves are in conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from bs4 import BeautifulSoup
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
+from app.i18n import gettext, use_locale
+
 # Screenshots go into the README: keep each small.
 SHOT_LIMIT_BYTES = 250 * 1024
+# axe-core, a test-only npm package (tests/a11y/package.json; conftest's ``axe_source`` reads it).
+AXE_DIR = Path(__file__).resolve().parent / "a11y"
+AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+BLOCKING = ("serious", "critical")
+
+
+def soup(response) -> BeautifulSoup:
+    """A response's HTML, to assert through CSS selectors (conftest's ``html`` fixture too)."""
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def text(node) -> str:
+    """A node's text with its whitespace collapsed."""
+    return " ".join(node.get_text().split())
+
+
+def translated(msgid: str, locale: str = "es", **params) -> str:
+    """The catalog's text for ``msgid`` in ``locale``, with ``params`` filled in."""
+    with use_locale(locale):
+        message = gettext(msgid)
+    return message % params if params else message
 
 
 def csp_violations(page) -> list[str]:
@@ -50,3 +74,30 @@ def save_shot(page, shots_dir: Path, name: str, full_page: bool = False) -> Path
     page.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size < SHOT_LIMIT_BYTES, f"{name} is {path.stat().st_size} bytes"
     return path
+
+
+def axe_findings(page, axe_source: str) -> list[dict]:
+    """Every axe-core violation on the page as it is now (id, impact, help, nodes' targets)."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source)
+    return page.evaluate(
+        """async () => {
+          // Two frames: static/js/a11y.js updates the scrolling boxes on the next frame after a
+          // resize, a swap or projector mode.
+          await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+          const result = await axe.run(document, {resultTypes: ['violations']});
+          return result.violations.map(v => ({
+            id: v.id, impact: v.impact, help: v.help,
+            targets: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' — ' + (n.failureSummary || '').replace(/\\s+/g, ' ')),
+          }));
+        }"""
+    )
+
+
+def assert_axe_clean(page, axe_source: str, where: str) -> None:
+    """No serious or critical axe-core finding on the page as it is now."""
+    blocking = [v for v in axe_findings(page, axe_source) if v["impact"] in BLOCKING]
+    report = "\n".join(
+        f"{v['impact']} {v['id']}: {v['help']}\n" + "\n".join(f"    {t}" for t in v["targets"]) for v in blocking
+    )
+    assert not blocking, f"axe-core on {where}:\n{report}"

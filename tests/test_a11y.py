@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pagecheck import assert_clean, projector_on
+from pagecheck import (
+    AXE_DIR,
+    BLOCKING,
+    assert_axe_clean,
+    assert_clean,
+    axe_findings,
+    projector_on,
+)
 from PIL import Image
 from playwright.sync_api import expect
 
@@ -28,9 +35,6 @@ from core import kernels
 from core.conv import conv_forward_naive, conv_step
 
 ROOT = Path(__file__).resolve().parent.parent
-AXE_DIR = ROOT / "tests" / "a11y"
-AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
-BLOCKING = ("serious", "critical")
 
 PHOTO_CONV = "/conv?image=chelsea&size=16&kernel=sobel_x|sobel_y"
 NOT_FOUND = "/no-such-page"
@@ -68,46 +72,6 @@ EXPECTED_STATUS = {NOT_FOUND: 404, INVALID: 422}
 
 def with_query(url: str, extra: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{extra}"
-
-
-# ---------------------------------------------------------------- axe-core ----------
-
-
-@pytest.fixture(scope="session")
-def axe_source() -> str:
-    if not AXE_JS.is_file():
-        pytest.fail(
-            f"axe-core is not installed ({AXE_JS} is missing): run `bash scripts/test.sh`, which installs it, "
-            "or `npm ci --prefix tests/a11y --no-audit --no-fund` (needs Node.js and npm).",
-            pytrace=False,
-        )
-    return AXE_JS.read_text(encoding="utf-8")
-
-
-def axe_findings(page, axe_source: str) -> list[dict]:
-    """Every axe-core violation on the page as it is now (id, impact, help, nodes' targets)."""
-    if not page.evaluate("() => typeof window.axe === 'object'"):
-        page.evaluate(axe_source)
-    return page.evaluate(
-        """async () => {
-          // Two frames: static/js/a11y.js updates the scrolling boxes on the next frame after a
-          // resize, a swap or projector mode.
-          await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
-          const result = await axe.run(document, {resultTypes: ['violations']});
-          return result.violations.map(v => ({
-            id: v.id, impact: v.impact, help: v.help,
-            targets: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' — ' + (n.failureSummary || '').replace(/\\s+/g, ' ')),
-          }));
-        }"""
-    )
-
-
-def assert_axe_clean(page, axe_source: str, where: str) -> None:
-    blocking = [v for v in axe_findings(page, axe_source) if v["impact"] in BLOCKING]
-    report = "\n".join(
-        f"{v['impact']} {v['id']}: {v['help']}\n" + "\n".join(f"    {t}" for t in v["targets"]) for v in blocking
-    )
-    assert not blocking, f"axe-core on {where}:\n{report}"
 
 
 def open_page(page, url: str, status: int = 200) -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
+from pagecheck import assert_axe_clean, assert_clean, projector_on, save_shot
 from playwright.sync_api import expect
 
 from core import kernels
 from core.conv import conv_step, format_number
-from tests import test_a11y as a11y
-from tests.pagecheck import assert_clean, projector_on, save_shot
 
 SHOTS = "classroom"
 
@@ -25,14 +24,6 @@ def seed_value(step: int) -> str:
 def student(open_page):
     """A second browser context, a phone, checked like conftest's ``page``."""
     return open_page(viewport={"width": 390, "height": 844}, locale="en-US", is_mobile=True, has_touch=True)
-
-
-@pytest.fixture(scope="session")
-def axe_js() -> str:
-    """axe-core, as tests/test_a11y.py injects it (it fails there with how to install it)."""
-    if not a11y.AXE_JS.is_file():
-        pytest.fail(f"axe-core is not installed ({a11y.AXE_JS} is missing): run `bash scripts/test.sh`.", pytrace=False)
-    return a11y.AXE_JS.read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -101,7 +92,7 @@ def test_student_follows_three_steps_detaches_and_follows_again(page, student, l
     assert_clean(student)
 
 
-def test_quick_question_reaches_the_assistants_histogram(page, student, live_server, shots, axe_js):
+def test_quick_question_reaches_the_assistants_histogram(page, student, live_server, shots, axe_source):
     host = page
     code = start_class(host, live_server)
     projector_on(host)
@@ -142,8 +133,8 @@ def test_quick_question_reaches_the_assistants_histogram(page, student, live_ser
         conv_step(kernels.SEED_INPUT, kernels.SEED_KERNEL, step=3).text)
     save_shot(host, shots, "revealed-projector-1280x720.png")
     save_shot(student, shots, "revealed-phone-390x844.png")
-    a11y.assert_axe_clean(host, axe_js, "the assistant's bar with a revealed question")
-    a11y.assert_axe_clean(student, axe_js, "the follow page with a revealed question")
+    assert_axe_clean(host, axe_source, "the assistant's bar with a revealed question")
+    assert_axe_clean(student, axe_source, "the follow page with a revealed question")
     assert_clean(host)
     assert_clean(student)
 
@@ -179,11 +170,11 @@ def test_student_follows_pooling_and_sees_the_class_end(page, student, live_serv
     assert_clean(student)
 
 
-def test_class_pages_pass_axe(page, student, live_server, axe_js):
+def test_class_pages_pass_axe(page, student, live_server, axe_source):
     code = start_class(page, live_server)
-    a11y.assert_axe_clean(page, axe_js, "/class/<code>/present")
+    assert_axe_clean(page, axe_source, "/class/<code>/present")
     student.goto(f"{live_server}/class/go?code=nope")
-    a11y.assert_axe_clean(student, axe_js, "/class/go with a bad code")
+    assert_axe_clean(student, axe_source, "/class/go with a bad code")
     join(student, live_server, code)
-    a11y.assert_axe_clean(student, axe_js, "/class/<code>")
+    assert_axe_clean(student, axe_source, "/class/<code>")
     assert_clean(page)

@@ -12,10 +12,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
+from pagecheck import soup, text, translated
 from PIL import Image
 
 from app import images
-from app.i18n import gettext, use_locale
 from app.conv_state import parse_kernel
 from app.settings import Settings, get_settings
 from core import kernels
@@ -25,23 +25,9 @@ SEED_STEP_0 = "35·(−2) + 40·(−1) + 41·0 + 40·(−1) + 40·1 + 42·1 + 42
 SEED_STEP_1 = "40·(−2) + 41·(−1) + 45·0 + 40·(−1) + 42·1 + 46·1 + 46·0 + 50·1 + 55·2 = 87"
 
 
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
-
-
 def sum_text(page: BeautifulSoup) -> str:
     """The written sum, as a reader sees it (the element the page shows the sum in)."""
     return text(page.select_one("#conv-sum .sum-expr"))
-
-
-def translated(msgid: str, locale: str = "es", **params) -> str:
-    with use_locale(locale):
-        message = gettext(msgid)
-    return message % params if params else message
 
 
 @pytest.fixture

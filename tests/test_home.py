@@ -10,6 +10,7 @@ import pytest
 from bs4 import BeautifulSoup
 from fastapi import Query
 from fastapi.testclient import TestClient
+from pagecheck import soup, text
 
 from app.lesson import SECTIONS
 from app.main import create_app
@@ -28,14 +29,6 @@ SPANISH_TITLES = [
     "Funciones de pérdida: softmax y entropía cruzada",
     "Entrenamiento: SGD y Adam",
 ]
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
 
 
 # ---------------------------------------------------------------- language ----------

@@ -33,10 +33,6 @@ def long_spec(**fields) -> TrainSpec:
     return TrainSpec.model_validate({**LONG, **fields})
 
 
-def settings(**fields) -> Settings:
-    return Settings(**fields)
-
-
 def finish(job):
     version = -1
     give_up = time.monotonic() + GIVE_UP_SECONDS
@@ -87,7 +83,7 @@ def test_an_architecture_that_does_not_fit_says_the_formula(english):
 
 
 def test_a_short_job_trains_and_reports(english):
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = finish(runner.submit("s1", spec()))
     assert job.status == "done", job.message
     m = job.metrics
@@ -101,7 +97,7 @@ def test_a_short_job_trains_and_reports(english):
 
 
 def test_batch_records_are_thinned_but_epochs_kept():
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = finish(runner.submit("s1", spec(epochs=4, batch_size=2)))  # 4 × 719 batches
     batches = [r for r in job.records if r["kind"] == "batch"]
     assert 200 <= len(batches) <= 400
@@ -112,7 +108,7 @@ def test_batch_records_are_thinned_but_epochs_kept():
 
 
 def test_jobs_beyond_max_running_queue_and_then_run(english):
-    s = settings(max_running_jobs=1, max_queued_jobs=2)
+    s = Settings(max_running_jobs=1, max_queued_jobs=2)
     with JobRunner(s) as runner:
         first = started_training(runner.submit("a", long_spec()))
         second = runner.submit("b", spec())
@@ -129,7 +125,7 @@ def test_jobs_beyond_max_running_queue_and_then_run(english):
 
 
 def test_one_session_may_not_hog_the_machine(english):
-    with JobRunner(settings(max_jobs_per_session=1)) as runner:
+    with JobRunner(Settings(max_jobs_per_session=1)) as runner:
         job = runner.submit("a", long_spec())
         with pytest.raises(JobLimitError, match="already have 1"):
             runner.submit("a", spec())
@@ -139,7 +135,7 @@ def test_one_session_may_not_hog_the_machine(english):
 
 
 def test_cancel_a_queued_job_takes_it_out_of_line(english):
-    with JobRunner(settings(max_running_jobs=1)) as runner:
+    with JobRunner(Settings(max_running_jobs=1)) as runner:
         first = runner.submit("a", long_spec())
         second = runner.submit("a", spec())
         third = runner.submit("a", spec(seed=2))
@@ -153,7 +149,7 @@ def test_cancel_a_queued_job_takes_it_out_of_line(english):
 
 
 def test_cancel_a_running_job_keeps_its_model_usable(english):
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = started_training(runner.submit("a", long_spec()))
         runner.cancel("a", job.id)
         finish(job)
@@ -165,7 +161,7 @@ def test_cancel_a_running_job_keeps_its_model_usable(english):
 
 
 def test_the_time_cap_stops_a_job_with_a_message(english):
-    with JobRunner(settings(job_time_cap_seconds=0.3)) as runner:
+    with JobRunner(Settings(job_time_cap_seconds=0.3)) as runner:
         job = finish(runner.submit("a", long_spec()))
     assert job.status == "stopped"
     assert job.message == "Stopped: a training may last at most 0.3 seconds."
@@ -173,14 +169,14 @@ def test_the_time_cap_stops_a_job_with_a_message(english):
 
 
 def test_an_abandoned_job_is_stopped(english):
-    with JobRunner(settings(job_abandon_seconds=0.3)) as runner:
+    with JobRunner(Settings(job_abandon_seconds=0.3)) as runner:
         job = finish(runner.submit("a", long_spec()))
     assert job.status == "stopped"
     assert job.message == "Stopped: nobody was watching it for 0.3 seconds."
 
 
 def test_a_watched_job_is_not_abandoned():
-    with JobRunner(settings(job_abandon_seconds=2.0)) as runner:
+    with JobRunner(Settings(job_abandon_seconds=2.0)) as runner:
         job = runner.submit("a", spec(epochs=3))
         while job.status not in FINISHED:
             runner.touch("a")  # as the event stream does while a tab listens
@@ -190,7 +186,7 @@ def test_a_watched_job_is_not_abandoned():
 
 
 def test_another_sessions_job_is_not_found_like_an_unknown_id(english):
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = runner.submit("owner", spec())
         with pytest.raises(JobNotFound) as foreign:
             runner.get("intruder", job.id)
@@ -207,7 +203,7 @@ def test_another_sessions_job_is_not_found_like_an_unknown_id(english):
 def test_a_failure_inside_a_job_fails_only_that_job(english):
     # A spec that skipped validation: the engine itself refuses it, inside the training process.
     broken_spec = TrainSpec.model_construct(**{**spec().model_dump(), "activation": "softplus"})
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         broken = runner.submit("a", broken_spec)
         healthy = runner.submit("a", spec(seed=14))
         finish(broken)
@@ -218,7 +214,7 @@ def test_a_failure_inside_a_job_fails_only_that_job(english):
 
 
 def test_a_training_process_that_dies_fails_its_job_with_a_message(english):
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = started_training(runner.submit("a", long_spec()))
         os.kill(job.pid, signal.SIGKILL)
         finish(job)
@@ -229,7 +225,7 @@ def test_a_training_process_that_dies_fails_its_job_with_a_message(english):
 
 
 def test_same_spec_and_seed_give_the_same_weights_and_curve():
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         a, b, c = (runner.submit(s, spec(epochs=2, seed=seed)) for s, seed in (("x", 5), ("y", 5), ("z", 6)))
         for job in (a, b, c):
             finish(job)
@@ -241,7 +237,7 @@ def test_same_spec_and_seed_give_the_same_weights_and_curve():
 
 def test_finished_jobs_are_forgotten_after_their_time():
     now = [1000.0]
-    with JobRunner(settings(job_ttl_seconds=60, job_abandon_seconds=10**6), clock=lambda: now[0]) as runner:
+    with JobRunner(Settings(job_ttl_seconds=60, job_abandon_seconds=10**6), clock=lambda: now[0]) as runner:
         job = finish(runner.submit("a", spec()))
         assert runner.get("a", job.id) is job
         now[0] += 61
@@ -250,13 +246,13 @@ def test_finished_jobs_are_forgotten_after_their_time():
 
 
 def test_a_session_keeps_only_its_latest_finished_jobs():
-    with JobRunner(settings(max_finished_jobs_per_session=2)) as runner:
+    with JobRunner(Settings(max_finished_jobs_per_session=2)) as runner:
         jobs = [finish(runner.submit("a", spec(seed=i))) for i in range(3)]
         assert runner.list("a") == jobs[1:]
 
 
 def test_shutdown_stops_running_and_queued_jobs():
-    runner = JobRunner(settings(max_running_jobs=1))
+    runner = JobRunner(Settings(max_running_jobs=1))
     running = started_training(runner.submit("a", long_spec()))
     queued = runner.submit("b", spec())
     runner.shutdown()
@@ -266,7 +262,7 @@ def test_shutdown_stops_running_and_queued_jobs():
 
 
 def test_predict_reads_0_to_1_and_0_to_255_alike_and_resamples():
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = finish(runner.submit("a", spec()))
     rng = np.random.default_rng(0)
     grid = rng.random((8, 8))
@@ -283,7 +279,7 @@ def test_predict_reads_0_to_1_and_0_to_255_alike_and_resamples():
 
 
 def test_weights_round_trip_and_bad_files_are_refused(english):
-    with JobRunner(settings()) as runner:
+    with JobRunner(Settings()) as runner:
         job = finish(runner.submit("a", spec(dataset="mnist", epochs=1, filters=2, hidden=8, batch_size=256)))
     data = export_npz(job)
     loaded = load_npz("b", data)

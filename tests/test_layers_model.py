@@ -10,16 +10,7 @@ import pytest
 from core.layers import Activation, Conv2D, Dense, Flatten, Pool2D, layer_from_spec
 from core.losses import cross_entropy
 from core.model import Sequential, load_model, tiny_cnn
-from gradcheck import numeric_grad, rel_error
-
-
-def check_gradient(analytic, f, x, what, dout=1.0, tol=1e-6):
-    """Compare an analytic gradient with gradcheck's central differences of Σ f()·dout w.r.t. x
-    (f reads x, which numeric_grad nudges in place); the message names shapes and settings."""
-    numeric = numeric_grad(lambda _: f(), x, dout)
-    assert analytic.shape == numeric.shape, f"{what}: gradient shape {analytic.shape} != {numeric.shape}"
-    err = rel_error(analytic, numeric)
-    assert err < tol, f"{what}: analytic and numeric gradients differ, relative error {err:.3g} (x {x.shape})"
+from gradcheck import check_gradient
 
 
 def check_layer(layer, x, what):

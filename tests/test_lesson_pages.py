@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
+from pagecheck import soup, text
 from PIL import Image
 
 from app import images
@@ -21,14 +22,6 @@ from core.activations import ACTIVATIONS
 from core.conv import conv_forward, format_number
 
 HX = {"HX-Request": "true"}
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
 
 
 def number(s: str) -> float:

@@ -7,11 +7,10 @@ import io
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from bs4 import BeautifulSoup
+from pagecheck import soup, text, translated
 from PIL import Image, ImageDraw
 
 from app import images
-from app.i18n import gettext, use_locale
 from app.lesson import is_served
 from app.main import app as cnnlab_app
 from app.routers.pipeline import picture_input
@@ -21,20 +20,6 @@ from core.conv import format_number
 
 HX_EXPLAIN = {"HX-Request": "true", "HX-Target": "pipeline-explain"}
 HX_BACKPROP = {"HX-Request": "true", "HX-Target": "pipeline-backprop"}
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
-
-
-def translated(msgid: str, locale: str, **params) -> str:
-    with use_locale(locale):
-        message = gettext(msgid)
-    return message % params if params else message
 
 
 @pytest.fixture(scope="module")

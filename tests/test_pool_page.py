@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
+from pagecheck import soup, text, translated
 
-from app.i18n import gettext, use_locale
 from app.routers.lesson_pages import EXAMPLE_POOL
 from core import kernels
 from core.conv import conv_forward, format_number, output_size_formula
@@ -17,14 +17,6 @@ from core.pool import pool_forward, pool_step
 
 HX_STEP = {"HX-Request": "true", "HX-Target": "pool-stepper"}
 HX_LAB = {"HX-Request": "true", "HX-Target": "pool-lab"}
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
 
 
 def output_values(page: BeautifulSoup, channel: int = 0) -> np.ndarray:
@@ -38,11 +30,6 @@ def output_values(page: BeautifulSoup, channel: int = 0) -> np.ndarray:
 
 def errors(page: BeautifulSoup) -> list[str]:
     return [text(li) for li in page.select(".error-list li")]
-
-
-def translated(msgid: str, locale: str = "es") -> str:
-    with use_locale(locale):
-        return gettext(msgid)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])

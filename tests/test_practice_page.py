@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import pytest
 from bs4 import BeautifulSoup
+from pagecheck import soup, text
 
 from app.practice import COOKIE
 from app.templating import STATIC_DIR
@@ -19,14 +20,6 @@ from core.exercises import KINDS, LEVELS, generate
 
 HX_EXERCISE = {"HX-Request": "true", "HX-Target": "practice-exercise"}
 HX_SOLUTION = {"HX-Request": "true", "HX-Target": "practice-solution"}
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
 
 
 def number(s: str) -> float:

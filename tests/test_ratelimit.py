@@ -8,6 +8,7 @@ import types
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
+import pagecheck
 import pytest
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
@@ -19,7 +20,6 @@ from app.i18n import gettext, use_locale
 from app.main import app as cnnlab_app
 from app.ratelimit import TokenBucket
 from app.settings import Settings, get_settings
-from tests import pagecheck
 
 MESSAGE = "Too many requests in a short time. Please wait %(seconds)d seconds and try again."
 HX = {"HX-Request": "true"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pagecheck
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -16,7 +17,6 @@ from app import i18n
 from app.lesson import SECTIONS
 from app.main import create_app
 from app.security import CONTENT_SECURITY_POLICY, is_cross_site
-from tests import pagecheck
 
 REFUSED = "This request came from another site, so it was refused. Open CNN Lab's own page and try again there."
 EXPECTED_HEADERS = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
+from pagecheck import soup, text, translated
 
 from app.i18n import gettext, use_locale
 from app.jobs import FINISHED, TrainSpec, build_model
@@ -18,20 +19,6 @@ from core import datasets
 from core.train import DEFAULTS
 
 HX = {"HX-Request": "true"}
-
-
-def soup(response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def text(node) -> str:
-    return " ".join(node.get_text().split())
-
-
-def translated(msgid: str, locale: str = "es", **params) -> str:
-    with use_locale(locale):
-        message = gettext(msgid)
-    return message % params if params else message
 
 
 def form_data(page: BeautifulSoup) -> dict[str, str]:
