@@ -15,8 +15,9 @@ Which status means what, everywhere:
 - 409: not possible yet (a training that has no model to use or save);
 - 413 / 415: an upload with too many bytes or pixels / not a picture (app/images.py);
 - 422: a value that cannot be used; ``detail`` says why (``errors``: one entry per field);
-- 429: too many requests from this browser session in a short time (app/ratelimit.py), or
-  too many trainings running or waiting (app/jobs.py).
+- 429: too many requests from this browser session or address in a short time (app/ratelimit.py), or
+  too many trainings running or waiting (app/jobs.py);
+- 503 / 507: an upload that cannot be stored: the upload folder is read-only / the disk is full.
 """
 
 from __future__ import annotations
@@ -57,15 +58,19 @@ DESCRIPTIONS: dict[int, str] = {
     413: "Too many bytes, or too many pixels (decompression bomb).",
     415: "Not a picture, or a format other than PNG, JPEG, WebP, BMP, GIF.",
     422: "A value cannot be used; `detail` says why.",
-    429: "Too many requests from this browser session in a short time; `detail` says how long to wait.",
+    429: "Too many requests from this browser session or address in a short time; `detail` says how long to wait.",
+    503: "The upload cannot be stored now: the server's upload folder is read-only.",
+    507: "The upload cannot be stored: the server's disk is full.",
 }
 # What the middleware (app/guards.py, app/security.py) answers before any route runs.
 GUARD_DESCRIPTIONS: dict[int, str] = {
     400: "A query parameter given twice with different values.",
     403: DESCRIPTIONS[403],
-    413: "The request body is too large.",
+    413: "The request body is too large (bytes, or a JSON body's values and lists: app/budget.py).",
     414: "The query string is too long.",
 }
+# A body's own refusal before its route runs (app/budget.py).
+BODY_400 = "A JSON body nested too deeply."
 
 
 def _described(code: int, descriptions: dict[int, str]) -> str:
@@ -107,7 +112,8 @@ def _error_body_schemas() -> dict[str, Any]:
 def document_guards(schema: dict[str, Any]) -> dict[str, Any]:
     """Add to every operation of ``schema`` (in place) the statuses the middleware answers
     before its route runs: 414 for a long query string; on GET a parameter given twice (400);
-    on other methods a cross-site request (403) and a body too large (413). Errors are
+    on other methods a JSON body nested too deeply (400), a cross-site request (403) and a
+    body too large (413). Errors are
     ``ErrorBody`` JSON under ``/api``, pages otherwise. A route's own entry is kept."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, definition in _error_body_schemas().items():
@@ -115,12 +121,14 @@ def document_guards(schema: dict[str, Any]) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         api = path == "/api" or path.startswith("/api/")
         for method, operation in operations.items():
-            codes = (400, 414) if method in ("get", "head") else (403, 413, 414)
+            read = method in ("get", "head")
+            codes = (400, 414) if read else (400, 403, 413, 414)
             responses = operation.setdefault("responses", {})
             for code in codes:
                 content = ({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}} if api
                            else {"text/html": {"schema": {"type": "string"}}})
-                responses.setdefault(str(code), {"description": GUARD_DESCRIPTIONS[code], "content": content})
+                description = BODY_400 if code == 400 and not read else GUARD_DESCRIPTIONS[code]
+                responses.setdefault(str(code), {"description": description, "content": content})
     return schema
 
 

@@ -58,13 +58,16 @@ __all__ = [
     "normalise_code",
     "parse_answer",
     "store_for",
+    "update_class",
 ]
 
 T = TypeVar("T")
 
 # Codes are read off a projector and typed on a phone: no 0/O, 1/I/L.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-CODE_LENGTH = 5
+# Six characters: 31⁶ ≈ 888 million codes, so that guessing one of the classes open, at the
+# failed-look-up throttle (README, "Security"), takes longer than a school term.
+CODE_LENGTH = 6
 MAX_VIEW_LENGTH = 4096
 # The pages a class can be shown: the lesson's pages (and the home page).
 VIEW_PATHS = frozenset({"/"} | {s.path for s in SECTIONS})
@@ -77,8 +80,14 @@ HISTOGRAM_BARS = 8
 
 @dataclass
 class Student:
+    """A seat in the class (app/seats.py): held while a screen of this browser is open, and
+    for a grace time after it closes (or after joining, while the page opens its stream)."""
+
     joined: float
+    seat: int = 0  # the seat's number, shown to the assistant instead of any name
+    address: str = ""  # the client's address (app/ratelimit.address_key), never shown
     streams: int = 0  # open event streams (the follow page, or the bar while exploring)
+    left: float = 0.0  # when the last stream closed (or the student joined)
 
 
 @dataclass
@@ -127,11 +136,22 @@ class Room:
     question: Question | None = None
     questions: int = 0
     answers_seq: int = 0
+    locked: bool = False  # no new students (those seated stay)
+    seats_made: int = 0
+    host_streams: int = 0  # the assistant's open screens
 
     @property
     def connected(self) -> int:
         """Students with an event stream open now."""
         return sum(1 for s in list(self.students.values()) if s.streams > 0)
+
+    def quiet_since(self) -> float | None:
+        """Since when nobody has been here (no screen open, no assistant's request); None
+        while a screen is open."""
+        students = list(self.students.values())
+        if self.host_streams > 0 or any(s.streams > 0 for s in students):
+            return None
+        return max([self.active] + [s.left for s in students])
 
 
 # ============================================================================== the store
@@ -165,8 +185,9 @@ class ClassStore(Protocol):
     def delete(self, code: str) -> None:
         """End the class; its subscribers wake and find it gone."""
 
-    def expire(self, now: float, idle_seconds: float) -> list[str]:
-        """End every class whose assistant has been silent longer than ``idle_seconds``."""
+    def expire(self, now: float, idle_seconds: float, empty_seconds: float) -> list[str]:
+        """End every class whose assistant has been silent longer than ``idle_seconds``, or
+        where nobody has been (``Room.quiet_since``) for ``empty_seconds``."""
 
     def subscribe(self, code: str) -> Subscription:
         """Wake-ups for one event stream (call from the event loop; ``close`` it at the end)."""
@@ -253,9 +274,13 @@ class MemoryClassStore:
         for sub in subs:
             sub.wake()
 
-    def expire(self, now: float, idle_seconds: float) -> list[str]:
+    def expire(self, now: float, idle_seconds: float, empty_seconds: float) -> list[str]:
+        def over(room: Room) -> bool:
+            quiet = room.quiet_since()
+            return now - room.active > idle_seconds or (quiet is not None and now - quiet > empty_seconds)
+
         with self._lock:
-            gone = [code for code, room in self._rooms.items() if now - room.active > idle_seconds]
+            gone = [code for code, room in self._rooms.items() if over(room)]
         for code in gone:
             self.delete(code)
         return gone
@@ -275,6 +300,14 @@ class MemoryClassStore:
                     del self._subs[waker.code]
 
 
+def update_class(request_or_app, code: str, change: Callable[[Room], T]) -> T:
+    """``update`` of the app's store, for a route: a 404 with a sentence when the class has ended."""
+    try:
+        return store_for(request_or_app).update(code, change)
+    except NoSuchClass:
+        raise InputError(_("This class has ended."), status_code=404) from None
+
+
 _store_lock = threading.Lock()
 _last_sweep: dict[int, float] = {}
 SWEEP_SECONDS = 1.0
@@ -290,9 +323,11 @@ def store_for(request_or_app) -> ClassStore:
             if store is None:
                 store = app.state.classes = MemoryClassStore()
     now = time.monotonic()
-    if now - _last_sweep.get(id(store), 0.0) >= SWEEP_SECONDS or settings_for(app).class_idle_seconds < SWEEP_SECONDS:
+    settings = settings_for(app)
+    if now - _last_sweep.get(id(store), 0.0) >= SWEEP_SECONDS or min(settings.class_idle_seconds,
+                                                                      settings.class_empty_seconds) < SWEEP_SECONDS:
         _last_sweep[id(store)] = now
-        store.expire(now, settings_for(app).class_idle_seconds)
+        store.expire(now, settings.class_idle_seconds, settings.class_empty_seconds)
     return store
 
 

@@ -1,4 +1,4 @@
-"""The ``cnnlab`` console command: serve the app with uvicorn."""
+"""The ``cnnlab`` console command: serve the app with uvicorn (guarded: app/server.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = parse_args(argv)
     print(f"CNN Lab: http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run("app.main:app", host=args.host, port=args.port, reload=args.reload)
+    if args.reload:  # development only: uvicorn's reloader runs the app in a child of its own
+        uvicorn.run("app.main:app", host=args.host, port=args.port, reload=True)
+        return
+    from app.main import app
+    from app.server import make_server
+
+    make_server(app, args.host, args.port).run()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ the request's language):
 - a body declared (``Content-Length``) larger than ``body_limit`` is refused with 413 before
   a byte is read; a chunked body without a length is counted while the route reads it and
   cut off with the same 413 just past the limit. Upload routes cap their own bodies sooner
-  (app/uploads.py), with the picture's message.
+  (app/uploads.py); a multipart body refused here gets their message about the file.
 
 ``page_status(request, errors)``: a page whose state has errors answers 422 with the page
 and the messages next to their controls; an htmx request keeps 200, because htmx 2 only
@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import InputError, input_error_handler
 from app.i18n import gettext as _
 from app.i18n import use_locale
+from app.images import too_many_bytes
 from app.settings import Settings, settings_for
 from app.templating import request_locale, wants_fragment
 
@@ -86,8 +87,15 @@ class RequestGuard:
             elif scope["method"] in ("GET", "HEAD") and (name := _duplicate(query.decode("latin-1"))) is not None:
                 problem = (_("The parameter “%(name)s” appears more than once with different values; give it once.")
                            % {"name": name[:40]}, 400)
-            limit = body_limit(settings_for(scope["app"]))
-            too_large = _("The request is too large: at most %(limit)s MB are accepted.") % {"limit": limit // (1024 * 1024)}
+            settings = settings_for(scope["app"])
+            limit = body_limit(settings)
+            if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+                # Only upload forms send multipart: a body this large is a file over the upload
+                # cap, said as a file a little over the cap is (app/uploads.py).
+                too_large = too_many_bytes(settings).message
+            else:
+                too_large = (_("The request is too large: at most %(limit)s MB are accepted.")
+                             % {"limit": limit // (1024 * 1024)})
             declared = request.headers.get("content-length", "")
             if problem is None and declared.isdigit() and int(declared) > limit:
                 problem = (too_large, 413)

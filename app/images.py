@@ -13,16 +13,19 @@ grayscale ("L", 1 channel) or RGB (3 channels), downscaled so that its longest s
 most ``settings.max_stored_side`` and stored as PNG in ``settings.upload_dir``. Everything
 computed "at full resolution" (the feature map shown as a picture) is computed at that
 stored size, not at the size of the original file. Stored files expire after
-``settings.upload_ttl_seconds``; an expired id behaves as unknown.
+``settings.upload_ttl_seconds``; an expired id behaves as unknown. Together they hold at
+most ``settings.max_upload_store_bytes``: past it the least recently uploaded go first.
 
 Every failure is an ``ImageError`` whose message is already in the request's language.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hmac
 import io
+import logging
 import math
 import os
 import re
@@ -46,6 +49,7 @@ from app.i18n import N_, get_locale, gettext
 from app.settings import Settings
 
 Color = Literal["gray", "rgb"]
+log = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 MIN_WORKING_SIZE = 1
@@ -79,6 +83,9 @@ MSG_BAD_ID = N_("This is not a valid image id.")
 MSG_BAD_SIZE = N_("The working size must be a whole number from %(min)s to %(max)s pixels.")
 MSG_BAD_COLOR = N_("The colour must be “gray” or “rgb”.")
 MSG_NO_FILE = N_("Send the picture as a form field named “file” (multipart/form-data).")
+MSG_DISK_FULL = N_("The server has no room left to store pictures. Try again later, or use a sample picture.")
+MSG_READ_ONLY = N_("The server cannot store pictures now: its upload folder is read-only. Use a sample picture, "
+                   "and tell the person who runs the server.")
 
 
 class ImageError(InputError):
@@ -86,7 +93,7 @@ class ImageError(InputError):
 
     Status codes: 400 empty file or broken form, 404 unknown or expired id, 413 too many
     bytes or pixels, 415 not an image or a format we do not read, 422 damaged picture,
-    0×0 picture, bad id/size/colour.
+    0×0 picture, bad id/size/colour; 503 the upload folder is read-only, 507 the disk is full.
     """
 
 
@@ -316,25 +323,63 @@ def _content_id(img: Image.Image, settings: Settings) -> str:
 
 def _store(img: Image.Image, image_id: str, settings: Settings) -> None:
     folder = Path(settings.upload_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The default lives in the shared temporary folder: never write into one another user made.
-    if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
-        raise RuntimeError(f"upload folder {folder} belongs to another user; set CNNLAB_UPLOAD_DIR")
-    path = folder / f"{image_id}.png"
-    if path.exists():
-        os.utime(path)  # stored already: the new upload restarts its expiry
-        return
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=3)
-    # Written aside and renamed, so a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{image_id}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The default lives in the shared temporary folder: never write into one another user made.
+        if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+            raise RuntimeError(f"upload folder {folder} belongs to another user; set CNNLAB_UPLOAD_DIR")
+        path = folder / f"{image_id}.png"
+        if path.exists():
+            os.utime(path)  # stored already: the new upload restarts its expiry
+            return
+        buf = io.BytesIO()
+        img.save(buf, "PNG", compress_level=3)
+        # Written aside and renamed, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{image_id}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("cannot store an upload, the disk is full: %s", exc)
+            raise _error(MSG_DISK_FULL, 507, "file") from None
+        if exc.errno == errno.EROFS:
+            log.error("cannot store an upload, the folder is read-only: %s", exc)
+            raise _error(MSG_READ_ONLY, 503, "file") from None
         raise
+    _evict_oldest(settings, keep=path)
+
+
+def _evict_oldest(settings: Settings, keep: Path) -> None:
+    """Delete the least recently uploaded pictures until the folder holds at most
+    ``settings.max_upload_store_bytes`` (``keep``, just stored, stays).
+    Evicting rather than refusing: a full quota must not stop every student's uploads for a
+    day (the time to live); an evicted picture only asks to be uploaded again."""
+    stored = []
+    with os.scandir(settings.upload_dir) as entries:
+        for entry in entries:
+            if UPLOAD_ID.fullmatch(entry.name[:-4]) and entry.name.endswith(".png"):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                stored.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _mtime, size, _path in stored)
+    removed = 0
+    for _mtime, size, path in sorted(stored):
+        if total <= settings.max_upload_store_bytes:
+            break
+        if path == str(keep):
+            continue
+        Path(path).unlink(missing_ok=True)
+        total -= size
+        removed += 1
+    if removed:
+        log.info("the stored uploads were over their quota: deleted the %d least recently uploaded", removed)
 
 
 # --------------------------------------------------------------------------- expiry

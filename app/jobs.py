@@ -22,7 +22,8 @@ unknown id and for another session's id alike, so ids cannot be probed.
 Processes: each job trains in a process of its own (core/train_worker.py), so the
 server's event loop never waits for a training's GIL; a thread per job relays the records
 and weight snapshots it sends into the Job (``job.model`` is a copy in the server, updated
-every ~0.5 s and at the end) and tells it when to stop. Readers take ``job.cond``.
+every ~0.5 s and at the end) and tells it when to stop; a process that hangs is killed
+(app/supervise.py). Readers take ``job.cond``.
 Messages that outlive the request (why a job stopped or failed) are kept as English msgids
 with their arguments and translated when read, in the reader's language.
 """
@@ -51,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.errors import InputError
 from app.i18n import N_, gettext
 from app.settings import Settings
+from app.supervise import Watchdog, exit_reason
 from core import datasets
 from core import train as core_train
 from core.conv import OutputSizeError, output_size
@@ -74,8 +76,11 @@ INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28)}
 
 # The curve keeps every epoch and about this many batches, thinned evenly as training goes.
 MAX_BATCH_RECORDS = 400
-# A .npz upload may expand to at most this many bytes (the largest lab model is ~0.5 MB).
+# A .npz upload may expand to at most this many bytes (the largest lab model is 9 MB: app/budget.py).
 MAX_MODEL_FILE_EXPANDED = 16 * 1024 * 1024
+# A loaded model is evaluated in the server's own process: the largest one's layers hold
+# ~220 KB per 28×28 image, so 100 images at a time keep it near 25 MB (1,000: +300 MB).
+LOAD_EVAL_BATCH = 100
 TRAINSPEC_KEY = "__trainspec__"
 
 
@@ -587,12 +592,18 @@ class JobRunner:
             child_ends = ()
             with job.cond:
                 job.pid = proc.pid
+            watchdog = Watchdog(proc, silence_seconds=self.settings.job_silence_seconds,
+                                grace_seconds=self.settings.job_stop_grace_seconds)
             while True:
                 if not stopped and self._should_stop(job):
                     os.write(stop_w, b"x")
                     stopped = True
+                    watchdog.stop_asked()
+                if (message := watchdog.check()) is not None:
+                    break
                 if not receiver.poll(RELAY_POLL_SECONDS):
                     continue
+                watchdog.heard()
                 kind, *payload = receiver.recv()
                 if kind == "records":
                     for record in payload[0]:
@@ -615,9 +626,7 @@ class JobRunner:
                     message = (N_("Training failed: %(error)s"), {"error": payload[0]})
                     break
         except EOFError:  # the process ended without a word: killed, or out of memory
-            code = proc.wait(CHILD_EXIT_SECONDS) if proc is not None else None
-            message = (N_("Training failed: %(error)s"),
-                       {"error": f"the training process ended unexpectedly (exit code {code})"})
+            message = exit_reason(proc.wait(CHILD_EXIT_SECONDS) if proc is not None else None)
         except Exception as e:  # a job's failure is its own: report it, keep the server going
             log.exception("training job %s failed", job.id)
             message = (N_("Training failed: %(error)s"), {"error": str(e) or type(e).__name__})
@@ -831,7 +840,7 @@ def load_npz(session: str, data: bytes, *, max_bytes: int | None = None) -> Job:
     job.started_mono = job.finished_mono = time.monotonic()
     job._message = (N_("Loaded from a file."), {})
     job.metrics["n_params"] = model.n_params
-    job.metrics.update(final_metrics(model, datasets.load(spec.dataset)))
+    job.metrics.update(final_metrics(model, datasets.load(spec.dataset), batch_size=LOAD_EVAL_BATCH))
     job.filters = filters_of(model)
     return job
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import i18n
 from app.api_schema import install_openapi
 from app.cleanup import run_cleanup
+from app.budget import BodyBudget
 from app.errors import install_error_handlers
 from app.guards import RequestGuard
 from app.i18n import LocaleMiddleware
@@ -28,6 +29,7 @@ from app.routers import images as image_routes
 from app.routers import train_api
 from app.routers import train_page
 from app.routers import classroom
+from app.routers import class_seats
 from app.routers import practice
 from app.jobs import JobRunner
 from app.security import SecurityMiddleware
@@ -111,8 +113,10 @@ def create_app() -> FastAPI:
     # Swagger UI and ReDoc load their scripts from a CDN, which breaks the offline promise;
     # the schema itself stays at /openapi.json.
     app = FastAPI(title="CNN Lab", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
-    # Innermost: its refusals (a 100 KB address, ?a=1&a=2, an oversized body) are answered in the
-    # visitor's language, as pages or JSON like any other bad input.
+    # Innermost of all: JSON bodies (and a few small ones) checked before any route parses them.
+    app.add_middleware(BodyBudget)
+    # Inside the rest: its refusals (a 100 KB address, ?a=1&a=2, an oversized body) are answered
+    # in the visitor's language, as pages or JSON like any other bad input.
     app.add_middleware(RequestGuard)
     app.add_middleware(SessionMiddleware)
     # Inside LocaleMiddleware: a refused cross-site request is answered in the visitor's language.
@@ -131,6 +135,7 @@ def create_app() -> FastAPI:
     app.include_router(train_api.router)
     app.include_router(lesson_pages.router)
     app.include_router(classroom.router)
+    app.include_router(class_seats.router)
     app.include_router(practice.router)
     # Statuses the middleware answers before a route runs (400, 403, 413, 414) are in the schema too.
     install_openapi(app)

@@ -1,86 +1,159 @@
-"""Per-session rate limits: a token bucket per (action, session id), kept in memory.
+"""Rate limits, per browser session and per client address, on the ``limits`` library.
 
-``limit(request, "uploads")`` spends one token of the session's bucket for that action, or
-raises ``InputError`` with status 429 and a friendly sentence in the request's language.
-The rates are settings (``CNNLAB_RATE_<ACTION>_PER_MINUTE`` and ``..._BURST``), so an
-operator can loosen them for a large room behind one address.
+Two layers, one rule each: ``burst`` actions in any window of ``burst · 60 / per_minute``
+seconds (a moving window, so the average is ``per_minute`` and a burst is never more than
+``burst``). Past either, the answer is a 429 ``InputError`` saying, in the request's language,
+how many seconds to wait.
+
+- ``limit(request, action)`` counts one action for the session *and* for the client's address
+  (``app/clientaddr.py``): a script that drops its cookie gets a new session each time, but
+  not a new address. Settings: ``rate_<action>_per_minute`` / ``_burst`` (the session) and
+  ``rate_address_<action>_per_minute`` / ``_burst`` (the address).
+- ``limit_address(request, action, scope=...)`` counts for the address only (classes started,
+  seats taken, event streams…): any action with ``rate_address_<action>_…`` settings.
+- ``address_waits(request, action)`` / ``hit_address`` split a check from its count, for a
+  limit on failures: refuse while the address is over it, count only what failed.
+
+The address settings are sized for a whole class behind one campus NAT (README, "Operator
+settings"). The counters live in this process (``limits``' MemoryStorage); several workers
+would pass a ``RedisStorage`` to ``RateLimiter`` instead.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
+import math
+from ipaddress import IPv6Address, ip_address
 
-from starlette.requests import Request
+import limits.storage.memory as memory_storage
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.requests import HTTPConnection
 
+from app.clientaddr import client_address
 from app.errors import InputError
 from app.i18n import gettext as _
 from app.session import session_id
-from app.settings import settings_for
+from app.settings import Settings, settings_for
 
-__all__ = ["ACTIONS", "TokenBucket", "limit"]
+__all__ = ["ACTIONS", "RateLimiter", "address_key", "address_waits", "hit_address", "limit", "limit_address", "reset",
+           "too_many"]
 
-# A bucket that has been full this long is forgotten, so the table cannot grow without bound.
-_IDLE_SECONDS = 600.0
-_SWEEP_EVERY = 1024
-
-
-@dataclass
-class TokenBucket:
-    """``burst`` actions at once, then ``per_minute`` a minute on average."""
-
-    per_minute: float
-    burst: int
-    tokens: float = -1.0
-    stamp: float = 0.0
-
-    def take(self, now: float) -> float:
-        """Spend one token: 0.0 when allowed, otherwise the seconds until one is back."""
-        if self.tokens < 0:
-            self.tokens, self.stamp = float(self.burst), now
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.per_minute / 60.0)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) * 60.0 / self.per_minute
-
-
-# The limited actions; each has a ``rate_<action>_per_minute`` and ``rate_<action>_burst`` setting.
+# The actions limited per session as well as per address (``limit``).
 ACTIONS = ("uploads", "trainings", "answers")
 
-_buckets: dict[tuple[str, str], TokenBucket] = {}
-_lock = threading.Lock()
-_calls = 0
+
+class RateLimiter:
+    """``burst`` hits per key in any window of ``burst · 60 / per_minute`` seconds."""
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+
+    @staticmethod
+    def _item(per_minute: float, burst: int) -> RateLimitItemPerSecond:
+        window = max(1, math.ceil(burst * 60.0 / per_minute))  # the storage counts whole seconds
+        return RateLimitItemPerSecond(burst, window)
+
+    def hit(self, key: str, per_minute: float, burst: int) -> float:
+        """Count one hit: 0.0 when allowed, otherwise the seconds until one is allowed again
+        (a refused hit is not counted)."""
+        item = self._item(per_minute, burst)
+        if self._limiter.hit(item, key):
+            return 0.0
+        return self._wait(item, key)
+
+    def waits(self, key: str, per_minute: float, burst: int) -> float:
+        """Like ``hit``, without counting: 0.0 while a hit would be allowed."""
+        item = self._item(per_minute, burst)
+        return 0.0 if self._limiter.test(item, key) else self._wait(item, key)
+
+    def _wait(self, item: RateLimitItemPerSecond, key: str) -> float:
+        reset_at = self._limiter.get_window_stats(item, key).reset_time
+        # The storage's own clock, so a test that moves it moves this too. Never 0: refused.
+        return max(1e-3, reset_at - memory_storage.time.time())
+
+    def clear(self) -> None:
+        self._limiter.storage.reset()
 
 
-def _sweep(now: float) -> None:
-    for key in [key for key, bucket in _buckets.items() if now - bucket.stamp > _IDLE_SECONDS]:
-        del _buckets[key]
+_limiter = RateLimiter()
 
 
-def limit(request: Request, action: str) -> None:
-    """Count one ``action`` for the request's session; raise a 429 ``InputError`` past the limit."""
-    global _calls
+def reset() -> None:
+    """Forget every count (tests start from nothing)."""
+    _limiter.clear()
+
+
+def _rates(settings: Settings, prefix: str, action: str) -> tuple[float, int]:
+    try:
+        return getattr(settings, f"{prefix}{action}_per_minute"), getattr(settings, f"{prefix}{action}_burst")
+    except AttributeError:
+        raise ValueError(f"unknown rate-limited action {action!r}") from None
+
+
+def address_key(conn: HTTPConnection) -> str:
+    """The client's address as a limit counts it: an IPv6 client by its /64, the block one
+    home or phone gets (a host picks any address inside it at will)."""
+    address = client_address(conn.scope, settings_for(conn.app).trusted_proxies)
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return f"{IPv6Address(int(ip) >> 64 << 64)}/64"
+    return str(ip)
+
+
+def too_many(wait: float) -> InputError:
+    """The 429 past a limit: wait ``wait`` seconds, said in the request's language."""
+    seconds = max(1, math.ceil(wait - 1e-6))
+    return InputError(
+        _("Too many requests in a short time. Please wait %(seconds)d seconds and try again.")
+        % {"seconds": seconds},
+        status_code=429,
+        headers={"Retry-After": str(seconds)},  # what a page's script and any client read
+    )
+
+
+def _address_hit(conn: HTTPConnection, action: str, scope: str, count: bool) -> float:
+    per_minute, burst = _rates(settings_for(conn.app), "rate_address_", action)
+    key = f"address:{action}:{scope}:{address_key(conn)}"
+    return _limiter.hit(key, per_minute, burst) if count else _limiter.waits(key, per_minute, burst)
+
+
+def limit(request: HTTPConnection, action: str) -> None:
+    """Count one ``action`` for the request's session and its address; a 429 past either."""
     if action not in ACTIONS:
         raise ValueError(f"unknown rate-limited action {action!r}")
-    settings = settings_for(request.app)
-    per_minute = getattr(settings, f"rate_{action}_per_minute")
-    burst = getattr(settings, f"rate_{action}_burst")
-    key = (action, session_id(request))
-    now = time.monotonic()
-    with _lock:
-        _calls += 1
-        if _calls % _SWEEP_EVERY == 0:
-            _sweep(now)
-        bucket = _buckets.get(key)
-        if bucket is None or bucket.per_minute != per_minute or bucket.burst != burst:
-            bucket = _buckets[key] = TokenBucket(per_minute, burst)
-        wait = bucket.take(now)
-    if wait > 0:
-        raise InputError(
-            _("Too many requests in a short time. Please wait %(seconds)d seconds and try again.")
-            % {"seconds": max(1, round(wait))},
-            status_code=429,
-        )
+    per_minute, burst = _rates(settings_for(request.app), "rate_", action)
+    session = f"session:{action}:{session_id(request)}"
+    # A refused request spends nothing: a session over its own limit does not use up its
+    # address's (a whole room's), nor a room over the address limit a session's.
+    wait = _limiter.waits(session, per_minute, burst) or _address_hit(request, action, "", count=True)
+    if not wait:
+        wait = _limiter.hit(session, per_minute, burst)
+    if wait:
+        raise too_many(wait)
+
+
+def limit_address(conn: HTTPConnection, action: str, scope: str = "") -> None:
+    """Count one ``action`` for the client's address (within ``scope``, e.g. one class); a
+    429 past the ``rate_address_<action>_…`` settings. Works on any HTTP or WebSocket
+    connection, e.g. an event stream before it starts."""
+    wait = _address_hit(conn, action, scope, count=True)
+    if wait:
+        raise too_many(wait)
+
+
+def address_waits(conn: HTTPConnection, action: str, scope: str = "") -> None:
+    """A 429 while the address is over its ``action`` limit; counts nothing."""
+    wait = _address_hit(conn, action, scope, count=False)
+    if wait:
+        raise too_many(wait)
+
+
+def hit_address(conn: HTTPConnection, action: str, scope: str = "") -> None:
+    """Count one ``action`` for the address (a failure to remember; see ``address_waits``)."""
+    _address_hit(conn, action, scope, count=True)

@@ -18,6 +18,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from app import images
+from app.errors import InputError
+from app.i18n import gettext as _
 from app.settings import Settings
 
 CHUNK_BYTES = 64 * 1024
@@ -84,6 +86,14 @@ def page_state(request: Request, path: str) -> str:
         if url.path == path and url.netloc == request.url.netloc:
             return url.query
     return ""
+
+
+def picture_chosen(form: UploadForm) -> UploadForm:
+    """``form`` when it carries a file. A page's upload button pressed before a file was chosen
+    gets the person's words; the JSON API keeps its precise message about the multipart field."""
+    if not form.data and not form.filename:  # a browser sends no file part, or a nameless empty one
+        raise InputError(_("Choose a picture first."), field="file")
+    return form
 
 
 async def store_upload(form: UploadForm, settings: Settings) -> images.StoredImage:

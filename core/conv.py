@@ -29,6 +29,8 @@ import numbers
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import numfmt
+
 __all__ = [
     "MODES",
     "OutputSizeError",
@@ -447,6 +449,8 @@ class _Pieces:
         else:
             self.fields = as_strided(xp, shape, strides, writeable=False)
         row_bytes = K1 * g.Wo * xp.itemsize
+        # One output row is already more than a band: the pieces cannot stay small.
+        self.wide = row_bytes > _BAND_BYTES
         rows = max(1, _BAND_BYTES // row_bytes)
         small_rows = _SMALL_GEMM // (F * K1 * g.Wo)
         if small_rows >= 1:
@@ -510,7 +514,16 @@ def conv_forward(x, w, b, stride=1, padding=0, dilation=1, mode="cross-correlati
     flat = out.reshape(N, F, g.Ho * g.Wo)
     im2col = _Pieces(xp, g, F, HH, WW, ws)
     for n0, n1, r0, r1 in im2col.pieces:
-        np.matmul(wb, im2col.fill(n0, n1, r0, r1), out=flat[n0:n1, :, r0 * g.Wo:r1 * g.Wo])
+        cols, target = im2col.fill(n0, n1, r0, r1), flat[n0:n1, :, r0 * g.Wo:r1 * g.Wo]
+        if im2col.wide and (F == 1 or F * cols.shape[1] * cols.shape[2] > _SMALL_GEMM):
+            # A band this large (a 15×15 RGB kernel on a 1024-wide picture: 5.5 MB a row),
+            # times one filter (matrix–vector) or past the small kernel, is multiplied by
+            # OpenBLAS on its threads, which stall for tens of milliseconds a band on a busy
+            # machine (32 s for one such filter on a 1024² picture). NumPy's own loop runs it
+            # in this thread: 15–30× faster there (and 2× slower than BLAS's small kernel).
+            np.einsum("fk,nkp->nfp", wb, cols, out=target)
+        else:
+            np.matmul(wb, cols, out=target)
     cache = ConvCache(xp=xp, kernel=kernel, x_shape=x.shape, geometry=g, mode=mode, has_bias=b is not None,
                       dtype=np.dtype(dtype), cols=im2col.cols if im2col.whole else None,
                       workspace=ws, generation=ws.generation)
@@ -612,8 +625,9 @@ def conv_backward(dout, cache, *, need_dx=True):
 
 def format_number(v):
     """A number as the slides write it: integers plainly, other values with at most four
-    decimals and no trailing zeros (0.7843, 2.5, not 2.5000 or 78.0000001); very small
-    values in scientific notation; U+2212 for the minus sign; never "−0"."""
+    decimals, rounded half up, and no trailing zeros (0.7843, 2.5, not 2.5000 or 78.0000001);
+    very small values in scientific notation; U+2212 for the minus sign; never "−0"; the
+    decimal mark of the page's language (core.numfmt)."""
     if isinstance(v, (bool, np.bool_)):
         v = int(v)
     if isinstance(v, (numbers.Integral, np.integer)):
@@ -622,15 +636,9 @@ def format_number(v):
     v = float(v)
     if not math.isfinite(v):
         return {math.inf: "\u221e", -math.inf: f"{MINUS}\u221e"}.get(v, "NaN")
-    s = f"{v:.4f}".rstrip("0").rstrip(".")
-    if s in ("0", "-0"):
-        if v == 0 or abs(v) < 5e-13:
-            return "0"
-        s = f"{v:.3e}"
-        mantissa, exponent = s.split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        s = f"{mantissa}e{int(exponent)}"
-    return s.replace("-", MINUS)
+    if abs(v) < 0.00005:
+        return "0" if abs(v) < 5e-13 else numfmt.scientific(v, 3)
+    return numfmt.fixed(v, 4)
 
 
 def format_factor(v):

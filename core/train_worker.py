@@ -4,7 +4,8 @@
 
 JOB_JSON: {"dataset": "digits"|"mnist", "model": tiny_cnn's keyword arguments (without
 input_shape and classes), "optimizer": {"name": ..., hyperparameters}, "epochs",
-"batch_size", "seed", "lr_decay"}.
+"batch_size", "seed", "lr_decay"}. The dataset's augmentation (core.train.DEFAULTS) applies to
+every run on it, default or not: it is part of how that dataset is shown to a network.
 
 MSG_FD is the write end of a pipe, used as a multiprocessing Connection (pickled tuples):
     ("start", {"n_train", "n_params"})
@@ -49,9 +50,10 @@ def filters_of(model) -> list:
     return np.round(model.layers[0].params["w"].astype(np.float64), 4).tolist()
 
 
-def final_metrics(model, dataset) -> dict:
-    """Held-out accuracy and loss, the confusion matrix and a few misclassified test images."""
-    result = core_train.evaluate(model, dataset.x_test, dataset.y_test, classes=dataset.classes)
+def final_metrics(model, dataset, batch_size=1000) -> dict:
+    """Held-out accuracy and loss, the confusion matrix and a few misclassified test images,
+    evaluated ``batch_size`` images at a time."""
+    result = core_train.evaluate(model, dataset.x_test, dataset.y_test, batch_size=batch_size, classes=dataset.classes)
     predicted = result.predicted
     wrong = np.flatnonzero(predicted != dataset.y_test)[:MAX_MISCLASSIFIED]
     return {
@@ -74,7 +76,8 @@ def run(job: dict, conn: Connection, stop_fd: int) -> None:
     status, pending = "done", []
     sent_records = sent_weights = time.monotonic()
     for progress in core_train.train(model, dataset, optimizer, epochs=job["epochs"], batch_size=job["batch_size"],
-                                     seed=job["seed"], should_stop=should_stop, lr_decay=job["lr_decay"]):
+                                     seed=job["seed"], should_stop=should_stop, lr_decay=job["lr_decay"],
+                                     augment=core_train.DEFAULTS[job["dataset"]]["augment"]):
         if progress.kind == "stopped":
             status = "stopped"
         pending.append(progress.to_dict())

@@ -36,6 +36,10 @@ from fastapi.testclient import TestClient
 if "CNNLAB_UPLOAD_DIR" not in os.environ:
     os.environ["CNNLAB_UPLOAD_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-uploads-")
     atexit.register(shutil.rmtree, os.environ["CNNLAB_UPLOAD_DIR"], True)
+# Likewise the data folder (the secret key's file).
+if "CNNLAB_DATA_DIR" not in os.environ:
+    os.environ["CNNLAB_DATA_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-data-")
+    atexit.register(shutil.rmtree, os.environ["CNNLAB_DATA_DIR"], True)
 
 from app.main import app as cnnlab_app  # noqa: E402
 
@@ -66,6 +70,15 @@ CHROMIUM_ARGS = [
 
 
 # ---------------------------------------------------------------- HTTP ----------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Every test starts with no count: per-address limits would otherwise add up over the
+    suite, whose requests all come from one address."""
+    from app import ratelimit
+
+    ratelimit.reset()
 
 
 @pytest.fixture

@@ -103,8 +103,12 @@ def test_quick_question_reaches_the_assistants_histogram(page, student, live_ser
     expect(stage.locator("#conv-status strong")).to_have_text(seed_value(2))
     save_shot(host, shots, "bar-projector-1280x720.png")
 
+    detach = student.locator("#class-detach")
+    expect(detach).to_be_enabled()
     host.locator("#class-ask").click()
     expect(host.locator("#class-answered")).to_have_text("0")
+    # While the question is open, the followed view offers no way to the next step (issue 12).
+    expect(detach).to_be_disabled()
     answer_field = student.locator("#class-answer-value")
     expect(answer_field).to_be_visible()
     right = seed_value(3)
@@ -129,6 +133,7 @@ def test_quick_question_reaches_the_assistants_histogram(page, student, live_ser
     expect(bar).to_have_class("class-hist__bar is-right")
     expect(student.locator("#class-right-answer")).to_have_text(right)
     expect(student.locator("#class-verdict")).to_contain_text("✓")
+    expect(detach).to_be_enabled()
     expect(student.locator("#class-solution")).to_have_text(
         conv_step(kernels.SEED_INPUT, kernels.SEED_KERNEL, step=3).text)
     save_shot(host, shots, "revealed-projector-1280x720.png")
@@ -166,6 +171,34 @@ def test_student_follows_pooling_and_sees_the_class_end(page, student, live_serv
     expect(student.locator("#class-closed-message")).to_be_visible()
     expect(host.locator("#class-closed-message")).to_be_visible()
     assert student.evaluate("() => sessionStorage.getItem('cnnlab-class')") is None
+    assert_clean(host)
+    assert_clean(student)
+
+
+def test_assistant_sees_the_seats_locks_the_class_and_frees_a_seat(page, student, open_page, live_server, shots):
+    host = page
+    code = start_class(host, live_server)
+    projector_on(host)
+    join(student, live_server, code)
+    seats = host.locator("#class-seats")
+    expect(seats.locator("#class-seats-count")).to_have_text("1")
+    seats.locator("summary").click()
+    seat = seats.locator(".class-seat[data-seat='1']")
+    expect(seat).to_be_visible()
+    expect(seat).not_to_have_class("class-seat is-away")
+    host.locator("#class-lock").click()
+    expect(host.locator("#class-lock")).to_have_attribute("aria-pressed", "true")
+    save_shot(host, shots, "seats-projector-1280x720.png")
+    late = open_page(viewport={"width": 390, "height": 844}, locale="en-US", is_mobile=True, has_touch=True)
+    late.goto(f"{live_server}/class/{code}")
+    expect(late.locator(".error-page__message")).to_contain_text("cerrada a estudiantes nuevos")
+    # Free the student's seat: the phone is told, and the list is empty again.
+    seat.locator(".class-seat__free").click()
+    expect(student.locator("#class-closed-message")).to_contain_text("liberó tu asiento")
+    expect(seats.locator(".class-seats__none")).to_be_visible()
+    expect(seats.locator("#class-seats-count")).to_have_text("0")
+    expect(host.locator("#class-count")).to_have_text("0")
+    save_shot(student, shots, "seat-freed-phone-390x844.png")
     assert_clean(host)
     assert_clean(student)
 

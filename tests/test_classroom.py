@@ -171,10 +171,17 @@ def test_only_lesson_pages_of_this_site_can_be_shown(client, url):
 
 def test_bad_codes_get_a_clear_404(client, html):
     start(client)
-    for path in ("/class/ZZZZZ", "/class/no", "/class/ZZZZZ/present", "/class/ZZZZZ/qr.svg"):
+    for path in ("/class/ZZZZZ/present", "/class/ZZZZZ/qr.svg"):
         response = client.get(path)
         assert response.status_code == 404, path
-        assert "ZZZZZ" in html(response).select_one(".error-page__message").get_text() or path == "/class/no"
+        assert "ZZZZZ" in html(response).select_one(".error-page__message").get_text()
+    # A student's mistyped (or ended) class: the join form again, to type the code once more.
+    for path, typed in (("/class/ZZZZZ", "ZZZZZ"), ("/class/no", "NO")):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        page = html(response)
+        assert typed in page.select_one("#class-code-error").get_text()
+        assert page.select_one("#class-code-input")["value"] == typed
     response = client.get("/api/class/ZZZZZ")
     assert response.status_code == 404 and "ZZZZZ" in response.json()["detail"]
     response = client.get("/class/go", params={"code": "zzzzz"})
@@ -243,6 +250,22 @@ def test_next_value_on_conv_is_the_engines_and_hidden_until_revealed(client, stu
     assert [b["right"] for b in revealed["histogram"] if b["label"] == str(right.value)] == [True]
     # After the reveal, no more answers.
     assert student.post(f"/api/class/{code}/answer", data={"value": "1"}).status_code == 409
+
+
+def test_an_open_question_is_not_given_away_by_the_followed_view(client, student, html):
+    # Issue 12, 13c: the follow page shows the view asked about, never its next step.
+    code = start(client)
+    assert ask(client, code, "/conv?preset=seed&kernel=seed&step=4").status_code == 200
+    page = html(student.get(f"/class/{code}"))
+    assert page.select_one("#class-detach").has_attr("disabled")  # classroom.js keeps it so until the reveal
+    view = page.select_one("#class-stage")["data-view"]
+    asked = student.get(f"/api/class/{code}").json()["question"]
+    assert "answer" not in asked and "solution" not in asked
+    stepper = html(student.get(view, headers={"HX-Request": "true", "HX-Target": "conv-stepper"}))
+    cell = stepper.select_one(f"#conv-cell-{asked['step']}")
+    right = conv_step(kernels.SEED_INPUT, kernels.SEED_KERNEL, step=asked["step"])
+    assert cell.get_text(strip=True) == "" and str(right.value) not in cell["title"]
+    assert stepper.select_one("#conv-status strong").get_text(strip=True) != str(right.value)
 
 
 def test_next_value_on_pool_is_the_windows_maximum(client):
@@ -396,8 +419,8 @@ def test_memory_store_wakes_streams_on_change_from_any_thread():
         seen.append(await sub.wait(1.0))
         store.touch(room.code, time.monotonic() + 10)  # a sign of life wakes nobody
         seen.append(await sub.wait(0.05))
-        assert store.expire(time.monotonic() + 5, idle_seconds=60) == []
-        assert store.expire(time.monotonic() + 100, idle_seconds=60) == [room.code]
+        assert store.expire(time.monotonic() + 5, idle_seconds=60, empty_seconds=600) == []
+        assert store.expire(time.monotonic() + 100, idle_seconds=60, empty_seconds=600) == [room.code]
         seen.append(await sub.wait(1.0))  # ended: subscribers wake and find it gone
         assert store.get(room.code) is None
         with pytest.raises(NoSuchClass):

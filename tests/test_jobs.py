@@ -220,7 +220,35 @@ def test_a_training_process_that_dies_fails_its_job_with_a_message(english):
         finish(job)
         other = finish(runner.submit("a", spec()))
     assert job.status == "failed"
-    assert job.error == f"Training failed: the training process ended unexpectedly (exit code {-signal.SIGKILL})"
+    assert job.error == f"Training failed: the training process was ended by signal {signal.SIGKILL}."
+    with use_locale("es"):  # all of it translated, the reason too (it used to stay in English)
+        assert job.error == f"El entrenamiento falló: el proceso de entrenamiento fue terminado por la señal {signal.SIGKILL}."
+    assert other.status == "done"
+
+
+@pytest.mark.parametrize("settings, stop, reason", [
+    # Silent (and not waiting for the CPU): a working process sends records many times a second.
+    (dict(job_silence_seconds=2), False,
+     "Training failed: the training process stopped responding for 2 seconds, so it was ended."),
+    # Asked to stop (the Stop button) and still there after the grace period.
+    (dict(job_stop_grace_seconds=2), True,
+     "Training failed: the training process did not stop within 2 seconds of being asked to, so it was ended."),
+])
+def test_a_hung_training_process_is_killed_and_frees_its_slot(english, settings, stop, reason):
+    with JobRunner(Settings(max_running_jobs=1, **settings)) as runner:
+        job = started_training(runner.submit("a", long_spec()))
+        pid = job.pid
+        os.kill(pid, signal.SIGSTOP)  # hung: alive, holding its slot, answering nothing
+        stopped_at = time.monotonic()
+        if stop:
+            runner.cancel("a", job.id)
+        finish(job)
+        took = time.monotonic() - stopped_at
+        other = finish(runner.submit("b", spec()))  # the only slot is free again
+    assert job.status == "failed" and job.error == reason
+    assert took < 6, f"the hung process held its slot for {took:.1f} s"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped
     assert other.status == "done"
 
 

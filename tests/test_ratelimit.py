@@ -1,5 +1,5 @@
-"""Per-session rate limits: the token bucket's arithmetic, and every upload and training entry
-point answering 429 with a translated sentence past the limit, one session at a time."""
+"""Rate limits: the moving window's arithmetic, and every upload and training entry point
+answering 429 with a translated sentence past the limit, per session and per address."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from playwright.sync_api import expect
 
+import limits.storage.memory as memory_storage
+
 from app import ratelimit
 from app.i18n import gettext, use_locale
 from app.main import app as cnnlab_app
-from app.ratelimit import TokenBucket
+from app.ratelimit import RateLimiter
 from app.settings import Settings, get_settings
 
 MESSAGE = "Too many requests in a short time. Please wait %(seconds)d seconds and try again."
@@ -46,15 +48,16 @@ class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
 
-    def monotonic(self) -> float:
+    def time(self) -> float:
         return self.now
 
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
-    """Time stands still for the rate limiter (and only for it) until the test moves it."""
+    """Time stands still for the rate limiter (the ``limits`` memory storage, and only for it)
+    until the test moves it."""
     fake = FakeClock()
-    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(memory_storage, "time", types.SimpleNamespace(time=fake.time))
     return fake
 
 
@@ -71,34 +74,37 @@ def limited(client):
     return use
 
 
-# ---------------------------------------------------------------- the bucket ----------
+# ---------------------------------------------------------------- the window ----------
 
 
-def test_token_bucket_refill_maths():
-    per_minute, burst = 6.0, 3  # one token back every 10 s
-    bucket = TokenBucket(per_minute, burst)
-    assert [bucket.take(0.0) for _ in range(burst)] == [0.0, 0.0, 0.0]
-    # Empty: the wait is exactly one token's refill time, 60 / per_minute.
-    assert bucket.take(0.0) == pytest.approx(60.0 / per_minute)
-    # Half a token back after 5 s: five more seconds to wait.
-    assert bucket.take(5.0) == pytest.approx(5.0)
-    # A refused take spends nothing: at 10 s the whole token is there.
-    assert bucket.take(10.0) == 0.0
-    assert bucket.take(10.0) == pytest.approx(10.0)
-    # A long pause refills up to the burst, never beyond it.
-    later = 10.0 + 3600.0
-    assert [bucket.take(later) == 0.0 for _ in range(burst + 1)] == [True] * burst + [False]
+def test_moving_window_maths(clock):
+    limiter = RateLimiter()
+    per_minute, burst = 6.0, 3  # three in any 30 s
+    assert [limiter.hit("k", per_minute, burst) for _ in range(burst)] == [0.0, 0.0, 0.0]
+    # Full: the wait is until the oldest hit leaves the window, burst · 60 / per_minute.
+    assert limiter.hit("k", per_minute, burst) == pytest.approx(30.0)
+    clock.now += 10
+    assert limiter.hit("k", per_minute, burst) == pytest.approx(20.0)
+    assert limiter.waits("k", per_minute, burst) == pytest.approx(20.0)  # a check counts nothing
+    assert limiter.hit("other", per_minute, burst) == 0.0  # keys are apart
+    # A refused hit spends nothing: once the window has passed, the whole burst is back.
+    clock.now += 20.5
+    assert limiter.waits("k", per_minute, burst) == 0.0
+    assert [limiter.hit("k", per_minute, burst) == 0.0 for _ in range(burst + 1)] == [True] * burst + [False]
 
 
-def test_token_bucket_steady_rate():
-    # Asking once a second for a minute at 30 a minute: everything the bucket ever holds is
-    # spent, i.e. the burst plus what 59 seconds refill, rounded down.
+def test_moving_window_steady_rate(clock):
+    # Asking once a second for a minute at 30 a minute, 5 at once (a 10 s window): the
+    # average is the rate, and no 10 s ever holds more than the burst.
+    limiter = RateLimiter()
     per_minute, burst = 30.0, 5
-    bucket = TokenBucket(per_minute, burst)
-    allowed = [t for t in range(60) if bucket.take(float(t)) == 0.0]
-    assert len(allowed) == int(burst + 59 * per_minute / 60)
-    # Once the burst is spent, one request in two goes through.
-    assert allowed[-5:] == [50, 52, 54, 56, 58]
+    allowed = []
+    for t in range(60):
+        clock.now = 1000.0 + t
+        if limiter.hit("k", per_minute, burst) == 0.0:
+            allowed.append(t)
+    assert len(allowed) == per_minute
+    assert max(sum(1 for a in allowed if t <= a < t + 10) for t in range(60)) == burst
 
 
 def test_an_unknown_action_is_a_programming_error(client):
@@ -118,7 +124,8 @@ def test_uploads_past_the_default_burst_get_429_in_spanish_then_english(client, 
         ids.append(response.json()["id"])
     refused = upload(client, 99)
     assert refused.status_code == 429
-    wait = round(60 / defaults.rate_uploads_per_minute)
+    window = defaults.rate_uploads_burst * 60 / defaults.rate_uploads_per_minute
+    wait = round(window)
     assert refused.json() == {"detail": translated("es", wait)}
     assert refused.json()["detail"] != translated("en", wait)
     english = upload(client, 99, lang="en")
@@ -128,10 +135,10 @@ def test_uploads_past_the_default_burst_get_429_in_spanish_then_english(client, 
     for image_id in ids:
         assert client.get(f"/images/{image_id}.png").status_code == 200
     assert client.get(f"/conv?image={ids[0]}").status_code == 200
-    # After one token's time, one more upload goes through.
-    clock.now += 60 / defaults.rate_uploads_per_minute
-    assert upload(client, 99).status_code == 201
-    assert upload(client, 100).status_code == 429
+    # Once the window has passed, the burst is back, and no more.
+    clock.now += window + 0.5
+    assert [upload(client, 200 + i).status_code for i in range(defaults.rate_uploads_burst + 1)] == (
+        [201] * defaults.rate_uploads_burst + [429])
 
 
 def test_the_limit_is_per_session(client, limited, clock):
@@ -143,6 +150,30 @@ def test_the_limit_is_per_session(client, limited, clock):
     client.cookies.clear()
     client.cookies.update(mine)  # back to the first: still limited
     assert upload(client, 5).status_code == 429
+
+
+def test_a_cookieless_client_meets_the_address_limit(client, limited, clock):
+    # Issue 12: a new session per request no longer resets the limit.
+    limited(rate_address_uploads_burst=3, rate_address_uploads_per_minute=1.0)
+    statuses = []
+    for i in range(4):
+        client.cookies.clear()
+        statuses.append(upload(client, i).status_code)
+    assert statuses == [201, 201, 201, 429]
+    client.cookies.clear()
+    assert upload(client, 9).json() == {"detail": translated("es", 180)}  # three in any 180 s
+
+
+def test_a_session_over_its_limit_does_not_use_up_its_address(client, limited, clock):
+    limited(rate_uploads_burst=1, rate_uploads_per_minute=1.0,
+            rate_address_uploads_burst=3, rate_address_uploads_per_minute=1.0)
+    assert [upload(client, i).status_code for i in range(5)] == [201, 429, 429, 429, 429]
+    # The refused four spent nothing of the address's three: two more browsers upload.
+    for i in range(2):
+        client.cookies.clear()
+        assert upload(client, 10 + i).status_code == 201
+    client.cookies.clear()
+    assert upload(client, 20).status_code == 429
 
 
 def test_a_refused_upload_is_not_stored(client, limited, clock, tmp_path):
@@ -230,6 +261,20 @@ def test_training_starts_are_limited_on_the_api_and_the_page(client, limited, cl
     panel = BeautifulSoup(response.text, "html.parser").select_one("#train-run .train-problems")
     assert [li.get_text(strip=True) for li in panel.select("li")] == [translated("es", 60)]
     assert client.post("/train/jobs", data={"dataset": "digits", "epochs": "1"}).status_code == 429
+
+
+def test_cookieless_training_starts_meet_the_address_limit(client, limited, clock):
+    # Issue 12: ten starts from cookie-less clients filled every running and waiting place.
+    limited(rate_address_trainings_burst=2, rate_address_trainings_per_minute=1.0)
+    spec = {"dataset": "digits", "epochs": 1, "filters": 1}
+    statuses = []
+    for _ in range(3):
+        client.cookies.clear()
+        response = client.post("/api/train", json=spec)
+        statuses.append(response.status_code)
+        if response.status_code == 201:
+            client.delete(f"/api/train/{response.json()['id']}")
+    assert statuses == [201, 201, 429]
 
 
 def test_loading_a_model_counts_as_an_upload(client, limited, clock):

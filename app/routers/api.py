@@ -21,9 +21,10 @@ from pydantic import (
 )
 
 from app.api_schema import api_errors
+from app.budget import ConvCost, check_conv, conv_cost
 from app.errors import InputError
 from app.i18n import gettext as _
-from app.images import image_array
+from app.images import image_array, image_info, working_shape
 from app.settings import Settings, get_settings
 from core.conv import OutputSizeError, conv_forward, conv_step, conv_step_count
 from core.losses import cross_entropy, softmax
@@ -31,8 +32,9 @@ from core.pool import pool_forward
 
 router = APIRouter(prefix="/api", tags=["api"])
 
-# Bounds keep one request from tying up a worker: 1024×1024 is larger than any image the
-# stepper shows, and 64 filters is far beyond what a lesson needs.
+# Bounds on each value: 1024×1024 is larger than any image the stepper shows, and 64 filters
+# is far beyond what a lesson needs. What they add up to (the output's numbers, the
+# multiply-adds, a JSON body's values) is checked by app/budget.py before anything is computed.
 MAX_SIDE = 1024
 MAX_CHANNELS = 4
 MAX_FILTERS = 64
@@ -178,6 +180,21 @@ class ConvRequest(Body):
     def settings(self) -> dict:
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "mode": self.mode}
 
+    def cost(self, settings: Settings) -> ConvCost:
+        """The output size and work, from the shapes alone (a picture's stored header, no pixels)."""
+        if self._x is not None:
+            C, H, W = self._x.shape
+        else:
+            info = image_info(self.image_id, settings)
+            W, H = working_shape(info.width, info.height, self.size)
+            C = 3 if self.color == "rgb" else 1
+        F = self._w.shape[0] if self._w.ndim == 4 else 1
+        HH, WW = self._w.shape[-2:]
+        try:
+            return conv_cost(C, H, W, F, HH, WW, self.stride, self.padding, self.dilation)
+        except OutputSizeError as e:
+            raise _does_not_fit(e) from None
+
 
 class ConvResponse(BaseModel):
     output: list = Field(description="Ho×Wo for one filter (a 2-D or 3-D kernel), F×Ho×Wo otherwise")
@@ -263,6 +280,7 @@ IMAGE_ERRORS = api_errors(400, 404, 422)
 @router.post("/conv", response_model=ConvResponse, responses=IMAGE_ERRORS)
 def conv(req: ConvRequest, settings: Annotated[Settings, Depends(get_settings)]) -> ConvResponse:
     """The whole output of one convolution layer (the vectorised engine)."""
+    check_conv(req.cost(settings), settings, answer_values=True)  # before a pixel is read
     x, w, b = req.arrays(settings)
     try:
         out, _cache = conv_forward(x[None], w, b, **req.settings())

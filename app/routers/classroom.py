@@ -4,7 +4,7 @@ Pages: ``/class`` (join with a code, or start a class), ``/class/{code}`` (a stu
 the assistant), ``/class/{code}/present`` (the assistant's projector page: code and QR code),
 ``/class/{code}/bar`` (the class bar that static/js/classroom.js puts on every lesson page of
 a browser in a class), ``/class/{code}/qr.svg`` and ``/class/{code}/events`` (server-sent
-events: ``stepper``, ``view``, ``count``, ``panel``, ``closed``).
+events: ``stepper``, ``view``, ``count``, ``seated``, ``seats``, ``panel``, ``closed``).
 
 API (every change of a class; the pages' buttons post here and the result comes back to
 every screen through the event stream): ``/api/class/{code}`` and ``…/view``,
@@ -20,6 +20,7 @@ import io
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,10 +30,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse
 
+from app import seats
 from app.classroom import (
     NoSuchClass,
     Room,
-    Student,
     clean_view,
     code_ok,
     format_value,
@@ -44,11 +45,13 @@ from app.classroom import (
     normalise_code,
     parse_answer,
     store_for,
+    update_class,
 )
 from app.errors import InputError
+from app.eventstream import HEARTBEAT_SECONDS, Event, event_stream
 from app.i18n import gettext as _
 from app.lesson import SECTIONS, is_served
-from app.ratelimit import limit
+from app.ratelimit import address_waits, hit_address, limit, limit_address
 from app.session import session_id
 from app.settings import settings_for
 from app.templating import render, render_text, request_locale
@@ -57,9 +60,6 @@ from app.templating import render, render_text, request_locale
 # never sees a room half-changed by a worker thread (and no thread waits for the GIL).
 router = APIRouter(tags=["class"])
 
-# A comment line this often keeps proxies and the browser from closing a quiet stream; the
-# assistant's open stream also keeps the class alive this way.
-HEARTBEAT_SECONDS = 15.0
 # The assistant's sign of life is written at most this often (a write wakes no stream).
 TOUCH_SECONDS = 5.0
 
@@ -67,9 +67,20 @@ TOUCH_SECONDS = 5.0
 # ============================================================================== helpers
 
 
+def _find(request: Request, code: str) -> Room | None:
+    """The class with this (normalised) code. Failed look-ups are throttled per address, and
+    while an address is over the throttle every look-up of it waits (a 429), so guessing
+    codes learns nothing faster (README, "Security")."""
+    address_waits(request, "lookups")
+    room = store_for(request).get(code) if code_ok(code) else None
+    if room is None:
+        hit_address(request, "lookups")
+    return room
+
+
 def _room(request: Request, code: str) -> Room:
     code = normalise_code(code)
-    room = store_for(request).get(code) if code_ok(code) else None
+    room = _find(request, code)
     if room is None:
         raise InputError(_("There is no class with the code “%(code)s”. Check the code on the projector: "
                            "the class may have ended.") % {"code": code[:16]}, status_code=404)
@@ -90,31 +101,6 @@ def _touch(request: Request, room: Room) -> None:
     every = min(TOUCH_SECONDS, settings_for(request.app).class_idle_seconds / 4)
     if now - room.active >= every:
         store_for(request).touch(room.code, now)
-
-
-def _join(request: Request, room: Room) -> str:
-    """Count this browser as one of the class's students (once); a 403 when the class is full."""
-    sid = session_id(request)
-    if sid in room.students:
-        return sid
-    most = settings_for(request.app).max_class_students
-
-    def join(r: Room) -> None:
-        if sid not in r.students:
-            if len(r.students) >= most:
-                raise InputError(_("This class is full: it has %(n)s students already.") % {"n": most},
-                                 status_code=403)
-            r.students[sid] = Student(joined=time.monotonic())
-
-    _update(request, room.code, join)
-    return sid
-
-
-def _update(request: Request, code: str, change):
-    try:
-        return store_for(request).update(code, change)
-    except NoSuchClass:
-        raise InputError(_("This class has ended."), status_code=404) from None
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -198,12 +184,7 @@ def bar_context(request: Request, room: Room, host: bool, following: bool, prese
     sid = None if host else session_id(request)
     return {"room": room, "code": room.code, "host": host, "following": following, "present": present,
             "join_url": join_url(request), "on_loopback": on_loopback(request),
-            "panel": panel_context(room, host, sid)}
-
-
-def _event(name: str, data: str) -> str:
-    lines = data.splitlines() or [""]
-    return f"event: {name}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+            "panel": panel_context(room, host, sid), "seats": seats.seat_view(room) if present else None}
 
 
 # ------------------------------------------------------------------ the stepper, prepared once
@@ -275,6 +256,11 @@ def _changes(request: Request, room: Room, host: bool, sid: str | None, sent: di
         if sent.get("count") != room.connected:
             sent["count"] = room.connected
             out.append(("count", str(room.connected)))
+        seat_view = seats.seat_view(room)
+        if sent.get("seats") != seat_view:
+            sent["seats"] = seat_view
+            out.append(("seated", str(len(seat_view["seats"]))))
+            out.append(("seats", render_text(request, "_class_seats.html", {"v": seat_view})))
         key = (q.id, q.revealed, room.answers_seq, room.connected) if q else None
     else:
         key = (q.id, q.revealed, q.answers.get(sid)) if q else None
@@ -287,8 +273,10 @@ def _changes(request: Request, room: Room, host: bool, sid: str | None, sent: di
 # ============================================================================== pages
 
 
-PAGE_ERRORS = {403: {"description": "not allowed for this browser, or the class is full"},
-               404: {"description": "no such class (or it has ended)"}}
+LOOKUPS_429 = {"description": "too many codes looked up in vain from this address, or too many joins"}
+PAGE_ERRORS = {403: {"description": "not allowed for this browser, or the class is full or locked"},
+               404: {"description": "no such class (or it has ended)"},
+               429: LOOKUPS_429}
 PAGE_REDIRECT = {303: {"description": "see the address in Location"}}
 
 
@@ -301,26 +289,33 @@ async def class_join(request: Request) -> HTMLResponse:
 
 @router.get("/class/go", name="class_go", response_class=HTMLResponse,
             responses={**PAGE_REDIRECT, 404: {"description": "no such class: the form again, with a message"},
-                       422: {"description": "no code typed"}})
+                       422: {"description": "no code typed"}, 429: LOOKUPS_429})
 async def class_go(request: Request, code: str = "") -> Response:
     """The join form: ``code`` as typed -> that class's page, or the form again with a message."""
     typed = normalise_code(code)
-    room = store_for(request).get(typed) if code_ok(typed) else None
+    room = _find(request, typed) if typed else None
     if room is None:
-        error = (_("Type the code shown on the projector.") if not typed else
-                 _("There is no class with the code “%(code)s”. Check the code on the projector: "
-                   "the class may have ended.") % {"code": typed})
-        return render(request, "class_join.html", {"typed": typed, "error": error, "join_url": join_url(request)},
-                      fragment=None, status_code=404 if typed else 422)
+        return _join_again(request, typed)
     return RedirectResponse(f"/class/{room.code}", status_code=303)
+
+
+def _join_again(request: Request, typed: str) -> HTMLResponse:
+    """The join form again, saying why ``typed`` leads to no class (404; 422 when empty)."""
+    error = (_("Type the code shown on the projector.") if not typed else
+             _("There is no class with the code “%(code)s”. Check the code on the projector: "
+               "the class may have ended.") % {"code": typed})
+    return render(request, "class_join.html", {"typed": typed, "error": error, "join_url": join_url(request)},
+                  fragment=None, status_code=404 if typed else 422)
 
 
 @router.post("/class", name="class_create", status_code=303, response_class=Response,
              responses={303: {"description": "the new class's projector page"},
+                        429: {"description": "too many classes started from this address"},
                         503: {"description": "too many classes on this server"}})
 async def class_create(request: Request) -> Response:
     """Start a class: this browser becomes its assistant (a secret cookie), then the projector page."""
     settings = settings_for(request.app)
+    limit_address(request, "classes")
     token, secret_hash = new_secret()
     room = store_for(request).create(secret_hash, time.monotonic(), settings.max_classes)
     response = RedirectResponse(f"/class/{room.code}/present", status_code=303)
@@ -332,10 +327,12 @@ async def class_create(request: Request) -> Response:
             responses={**PAGE_REDIRECT, **PAGE_ERRORS})
 async def class_follow(code: str, request: Request) -> Response:
     """A student's screen: the page the assistant shows, live, and the quick questions."""
-    room = _room(request, code)
+    room = _find(request, normalise_code(code))  # a 429 past the failed look-ups' throttle
+    if room is None:  # no such class (mistyped, or ended): the form to type the code again
+        return _join_again(request, normalise_code(code))
     if is_host(request, room):
         return RedirectResponse(f"/class/{room.code}/present", status_code=303)
-    _join(request, room)
+    seats.take_seat(request, room)
     room = _room(request, code)
     return render(request, "class_follow.html", {**bar_context(request, room, False, True), "view": room.view or ""},
                   fragment=None)
@@ -358,7 +355,7 @@ async def class_bar(code: str, request: Request) -> HTMLResponse:
     if host:
         _touch(request, room)
     else:
-        _join(request, room)
+        seats.take_seat(request, room)
     return render(request, "_class_bar.html", bar_context(request, room, host, False), fragment=None)
 
 
@@ -374,59 +371,64 @@ async def class_qr(code: str, request: Request) -> Response:
 
 
 @router.get("/class/{code}/events", name="class_events",
-            responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}, **PAGE_ERRORS})
+            responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
+                       403: PAGE_ERRORS[403], 429: {"description": "too many event streams open"}})
 async def class_events(code: str, request: Request) -> StreamingResponse:
     """Server-sent events of one class for this screen: ``view`` (students: the path to show;
     a stepper view is preceded by ``stepper``: the path, a newline, its stepper fragment),
-    ``count`` (the assistant: students connected), ``panel`` (the quick question, as HTML),
-    ``closed`` (the class ended); a comment line every 15 s."""
-    room = _room(request, code)
-    store = store_for(request)
-    host = is_host(request, room)
-    sid = None if host else _join(request, room)
-    code = room.code
-    sub = store.subscribe(code)
+    ``count`` (the assistant: students connected), ``seated`` and ``seats`` (the assistant:
+    seats held, and the seats panel as HTML), ``panel`` (the quick question, as HTML),
+    ``closed`` (the class ended, or does not exist: a screen left open across a restart of
+    the server is told so, and its stream ends; also when the server stops)."""
+    code = normalise_code(code)
+    room = _find(request, code)
+    host = room is not None and is_host(request, room)
+    sid = None if room is None or host else seats.take_seat(request, room)
 
-    def connect(step: int):
-        def change(r: Room) -> None:
-            student = r.students.get(sid)
-            if student is not None:
-                student.streams = max(0, student.streams + step)
-        return change
+    def closed(reason: str) -> Event:
+        return Event("closed", render_text(request, "_class_closed.html", {"reason": reason}))
 
-    if not host:
-        _update(request, code, connect(+1))
-
-    async def stream():
-        sent: dict[str, Any] = {}
+    async def produce(_last_id: str | None) -> AsyncIterator[Event]:
+        if room is None:
+            yield closed("gone")
+            return
+        store = store_for(request)
+        sub = store.subscribe(code)
+        grace = settings_for(request.app).class_seat_grace_seconds
         try:
-            yield "retry: 2000\n\n"
+            # The open screen holds the seat (app/seats.py); the assistant's keeps the class.
+            update_class(request, code, seats.connect(sid, +1))
+            sent: dict[str, Any] = {}
             while True:
                 # Through store_for: every stream's wake-up also ends classes idle too long.
                 now_room = store_for(request).get(code)
                 if now_room is None:
-                    yield _event("closed", render_text(request, "_class_closed.html"))
+                    yield closed("ended")
                     return
                 if host:
                     _touch(request, now_room)
+                    seats.free_expired(store, code, time.monotonic(), grace)
+                elif sid not in now_room.students:  # the assistant freed this seat
+                    yield closed("removed")
+                    return
                 for name, data in _changes(request, now_room, host, sid, sent):
                     if name == "view" and data:
                         html = await prepared_stepper(request, data, request_locale(request))
                         if html is not None:
-                            yield _event("stepper", f"{data}\n{html}")
-                    yield _event(name, data)
-                if not await sub.wait(HEARTBEAT_SECONDS):
-                    yield ": heartbeat\n\n"
+                            yield Event("stepper", f"{data}\n{html}")
+                    yield Event(name, data)
+                # Woken by any change; at least every heartbeat, so the assistant's open
+                # screen keeps the class alive.
+                await sub.wait(HEARTBEAT_SECONDS)
         finally:
             sub.close()
-            if not host:
-                try:
-                    store.update(code, connect(-1))
-                except NoSuchClass:
-                    pass
+            try:
+                store.update(code, seats.connect(sid, -1))
+            except NoSuchClass:
+                pass
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(request, produce, lambda: closed("stopping"),
+                        session=None if room is None else session_id(request))
 
 
 # ============================================================================== JSON API
@@ -435,10 +437,13 @@ async def class_events(code: str, request: Request) -> StreamingResponse:
 class ClassView(BaseModel):
     code: str = Field(description="the join code")
     students: int = Field(description="students connected now")
-    joined: int = Field(description="students who joined")
+    joined: int = Field(description="students seated (a screen open, or closed a moment ago)")
     view: str | None = Field(description="the page the assistant shows (path and query)")
     question: dict[str, Any] | None = Field(description="the open quick question, if any")
     host: bool = Field(description="true for the assistant's browser")
+    locked: bool = Field(False, description="closed to new students")
+    seats: list[dict[str, Any]] | None = Field(
+        None, description="the assistant only: every seat, its number and whether a screen is open")
 
 
 def _question_json(room: Room, host: bool, sid: str | None) -> dict[str, Any] | None:
@@ -462,13 +467,15 @@ def _class_json(request: Request, room: Room) -> ClassView:
     host = is_host(request, room)
     sid = getattr(request.state, "session_id", None)
     return ClassView(code=room.code, students=room.connected, joined=len(room.students), view=room.view,
-                     question=_question_json(room, host, None if host else sid), host=host)
+                     question=_question_json(room, host, None if host else sid), host=host, locked=room.locked,
+                     seats=seats.seat_list(room) if host else None)
 
 
 ERRORS = {403: {"description": "only the class's assistant may do this"},
           404: {"description": "no such class (or it has ended)"},
           409: {"description": "not possible now (no question open, no view to ask about…); `detail` says why"},
-          422: {"description": "the input cannot be used; `detail` says why"}}
+          422: {"description": "the input cannot be used; `detail` says why"},
+          429: LOOKUPS_429}
 
 
 @router.get("/api/class/{code}", response_model=ClassView, responses=ERRORS)
@@ -488,7 +495,7 @@ async def api_view(code: str, request: Request) -> ClassView:
             r.view = view
             r.view_seq += 1
 
-    _update(request, room.code, show)
+    update_class(request, room.code, show)
     return _class_json(request, room)
 
 
@@ -507,7 +514,7 @@ async def api_ask(code: str, request: Request) -> ClassView:
         r.question = question
         r.answers_seq += 1
 
-    _update(request, room.code, ask)
+    update_class(request, room.code, ask)
     return _class_json(request, room)
 
 
@@ -521,7 +528,7 @@ async def api_reveal(code: str, request: Request) -> ClassView:
             raise InputError(_("There is no question to reveal: ask one first."), status_code=409)
         r.question.revealed = True
 
-    _update(request, room.code, reveal)
+    update_class(request, room.code, reveal)
     return _class_json(request, room)
 
 
@@ -534,7 +541,7 @@ async def api_close_question(code: str, request: Request) -> ClassView:
         r.question = None
         r.answers_seq += 1
 
-    _update(request, room.code, close)
+    update_class(request, room.code, close)
     return _class_json(request, room)
 
 
@@ -558,7 +565,7 @@ async def api_answer(code: str, request: Request) -> ClassView:
         q.answers[sid] = value
         r.answers_seq += 1
 
-    _update(request, room.code, answer)
+    update_class(request, room.code, answer)
     return _class_json(request, room)
 
 

@@ -78,7 +78,7 @@ _UPLOAD_BODY = {
     name="api_upload_image",
     status_code=201,
     response_model=StoredImageOut,
-    responses=api_errors(400, 413, 415, 422, 429, descriptions=_DESCRIPTIONS),
+    responses=api_errors(400, 413, 415, 422, 429, 503, 507, descriptions=_DESCRIPTIONS),
     openapi_extra=_UPLOAD_BODY,
     summary="Store an uploaded picture",
 )

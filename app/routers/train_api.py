@@ -9,7 +9,6 @@ session gets the same 404 as for an id that never existed.
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 
 import anyio
@@ -18,7 +17,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from app.api_schema import api_errors
+from app.budget import model_file_limit
 from app.errors import InputError
+from app.eventstream import Event, event_stream
 from app.i18n import gettext as _
 from app.jobs import (
     FINISHED,
@@ -33,7 +34,6 @@ from app.jobs import (
 )
 from app.ratelimit import limit
 from app.session import session_id
-from app.settings import settings_for
 
 router = APIRouter(prefix="/api/train", tags=["train"])
 
@@ -41,8 +41,6 @@ router = APIRouter(prefix="/api/train", tags=["train"])
 # sends at most one event per look: a fast job's hundreds of batches a second arrive as ~10
 # events a second, each carrying the records since the previous one.
 POLL_SECONDS = 0.1
-# A comment line this often keeps proxies and the browser from closing a quiet stream.
-HEARTBEAT_SECONDS = 15.0
 
 ERRORS = api_errors(404, 422, descriptions={404: "no such job in this browser session"})
 # Starting one: too many trainings (this session's rate, or the server's queue is full);
@@ -112,11 +110,10 @@ async def load(request: Request, file: Annotated[UploadFile, File(description="a
     """Load a saved model: a new, finished job whose model can predict."""
     # FastAPI has parsed the form already (capped by app.guards); the file is not read yet.
     limit(request, "uploads")
-    settings = settings_for(request.app)
-    data = await file.read(settings.max_upload_bytes + 1)
+    cap = model_file_limit()  # the largest model the training form allows
+    data = await file.read(cap + 1)
     try:
-        job = await anyio.to_thread.run_sync(lambda: load_npz(session_id(request), data,
-                                                              max_bytes=settings.max_upload_bytes))
+        job = await anyio.to_thread.run_sync(lambda: load_npz(session_id(request), data, max_bytes=cap))
     except JobError as e:
         raise InputError(e.message, status_code=e.status_code, field="file") from None
     runner_for(request).add_finished(job)
@@ -136,8 +133,8 @@ def stop(job_id: str, request: Request) -> JobView:
     return JobView(**job.snapshot())
 
 
-def _event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def _event(name: str, data: dict[str, Any]) -> Event:
+    return Event(name, json.dumps(data, separators=(",", ":")))
 
 
 def _progress(job: Job, since: int, filters: list | None) -> dict[str, Any]:
@@ -159,20 +156,21 @@ def _progress(job: Job, since: int, filters: list | None) -> dict[str, Any]:
     return data
 
 
-@router.get("/{job_id}/events", responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": (
-    "server-sent events: `progress` (JSON: status, epoch, batch, loss, accuracy, test_accuracy, elapsed, eta, "
-    "records since the last event, filters when they changed) and a last `done`, `stopped` or `failed` event "
-    "with the final metrics; a comment line every 15 s")}})
+@router.get("/{job_id}/events", responses={
+    **ERRORS, 429: {"description": "too many event streams open"},
+    200: {"content": {"text/event-stream": {}}, "description": (
+        "server-sent events: `progress` (JSON: status, epoch, batch, loss, accuracy, test_accuracy, elapsed, eta, "
+        "records since the last event, filters when they changed) and a last `done`, `stopped` or `failed` event "
+        "with the final metrics (or `stopping` when the server stops); a comment line every 15 s")}})
 async def events(job_id: str, request: Request) -> StreamingResponse:
-    """Progress as server-sent events until the job ends or the client goes away."""
+    """Progress as server-sent events until the job ends or the client goes away (or the
+    server stops: then a last ``stopping`` event)."""
     job = _job(request, job_id)
     runner = runner_for(request)
     sid = session_id(request)
 
-    async def stream():
+    async def produce(_last_id: str | None):
         version, seq, filters = -1, 0, None
-        last_sent = time.monotonic()
-        yield "retry: 2000\n\n"
         while True:
             runner.touch(sid)
             if job.version != version:
@@ -184,16 +182,11 @@ async def events(job_id: str, request: Request) -> StreamingResponse:
                     seq = data["records"][-1]["seq"]
                 final = data["status"] in FINISHED
                 yield _event(data["status"] if final else "progress", data)
-                last_sent = time.monotonic()
                 if final:
                     return
-            elif time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
-                yield ": heartbeat\n\n"
-                last_sent = time.monotonic()
             await anyio.sleep(POLL_SECONDS)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(request, produce, lambda: _event("stopping", {"status": job.status}), session=sid)
 
 
 _GRID_SCHEMA = WithJsonSchema({"type": "array", "items": {"type": "array", "items": {"type": "number"}},

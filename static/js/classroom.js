@@ -104,6 +104,8 @@
         if (window.htmx) {
           window.htmx.process(slot);
         }
+        // The page may lay itself out around the bar (static/js/conv.js in projector mode).
+        document.dispatchEvent(new CustomEvent("cnnlab:classbar"));
       }, function () {
         slot.remove();
       });
@@ -118,10 +120,16 @@
     return parts[0] + "?" + params.toString();
   }
 
+  /* While a quick question is open, the followed view offers no way to its next step (whose
+     value may be the answer): "Detach" waits until the answer is revealed. */
+  function questionOpen() {
+    return !!document.querySelector("#class-panel .class-question:not(.is-revealed)");
+  }
+
   function setDetach(url) {
     var detach = document.getElementById("class-detach");
     if (detach) {
-      detach.disabled = !url;
+      detach.disabled = !url || questionOpen();
     }
   }
 
@@ -248,6 +256,12 @@
     var box = barMessage(event);
     if (box && event.detail.successful) {
       box.textContent = "";
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (stage && event.target && event.target.id === "class-panel") {
+      setDetach(stage.getAttribute("data-view") || "");  // a question asked, revealed or put away
     }
   });
 
