@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from app import images
+from app import budget, images
 from app.i18n import N_
 from app.i18n import gettext as _
 from app.settings import Settings
@@ -432,6 +432,8 @@ def read_state(params: Mapping[str, str], settings: Settings) -> Parsed:
         parsed.x = attempt(lambda: working_array(state, settings, "work"))
     if parsed.x is not None and not {"kernel", "stride", "dilation", "padding"} & errors.keys():
         _check_fit(parsed)
+    if parsed.geometry is not None:
+        attempt(lambda: _check_budget(parsed, settings))
     steps = None
     if parsed.geometry is not None:
         steps = state.F * parsed.geometry.Ho * parsed.geometry.Wo
@@ -665,6 +667,25 @@ def _check_fit(parsed: Parsed) -> None:
     except OutputSizeError:
         parsed.fit = fit_report(s, H, W)
         parsed.errors["fit"] = parsed.fit["sentence"]
+
+
+def _check_budget(parsed: Parsed, settings: Settings) -> None:
+    """The page draws every filter's map at full resolution (the stored picture, not the
+    working size): that computation must be within the limits of app/budget.py."""
+    s = parsed.state
+    C, H, W = parsed.x.shape
+    if s.kind == "image":
+        try:
+            info = images.image_info(s.image, settings)
+        except images.ImageError as exc:
+            raise FieldError("input", exc.message) from None
+        H, W = info.height, info.width
+    HH, WW = s.kernel.shape[-2:]
+    try:
+        budget.check_conv(budget.conv_cost(C, H, W, s.F, HH, WW, s.stride, s.padding, s.dilation), settings,
+                          answer_values=False)
+    except budget.BudgetError as exc:
+        raise FieldError("kernel", exc.message) from None
 
 
 def fit_report(s: ConvState, H: int, W: int) -> dict:

@@ -44,6 +44,7 @@ from app.conv_state import (
 )
 from app.i18n import gettext as _
 from app.settings import Settings
+from core import numfmt
 from core.conv import (
     conv_forward,
     conv_step,
@@ -193,10 +194,8 @@ def short_number(v: float | int) -> str:
     """A number for a grid cell: at most two decimals (the written sum keeps four)."""
     if isinstance(v, (int, np.integer)) or float(v).is_integer():
         return format_number(int(round(float(v))) if not isinstance(v, (int, np.integer)) else int(v))
-    s = f"{float(v):.2f}".rstrip("0").rstrip(".")
-    if s in ("0", "-0"):
-        return format_number(v)
-    return s.replace("-", "\u2212")
+    s = numfmt.fixed(v, 2)
+    return format_number(v) if s == "0" else s
 
 
 def tint_class(v: float, m: float) -> str:
@@ -204,6 +203,22 @@ def tint_class(v: float, m: float) -> str:
         return "v0"
     level = max(1, min(TINT_LEVELS, round(abs(v) / m * TINT_LEVELS)))
     return f"v{level}" if v > 0 else f"vn{level}"
+
+
+# Projector mode shows at most this many rows and columns of a grid of numbers: the ones
+# around the current window (or output cell), with their row and column numbers; the
+# stylesheet hides the rest there (.is-far), so the working set fits one screen.
+NEAR_SIDE = 7
+
+
+def near_band(total: int, lo: int, hi: int, side: int) -> range | None:
+    """The rows (or columns) of ``total`` that projector mode keeps: ``side`` of them, or all
+    of lo..hi if more, centred on lo..hi and kept inside the grid; None when all of them fit."""
+    n = max(side, hi - lo + 1)
+    if total <= n:
+        return None
+    start = min(max(lo - (n - (hi - lo + 1)) // 2, 0), total - n)
+    return range(start, start + n)
 
 
 def term_colour(i: int, j: int, HH: int, WW: int) -> int | str:
@@ -261,6 +276,12 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
     texts = grid_texts(state, x, out, not picture_input, not picture_output)
     query = state.query()
 
+    # Projector mode keeps the input's rows and columns around the window; a colour picture has
+    # three rows of grids beside its output, so it keeps only the window.
+    near_side = NEAR_SIDE if C == 1 else 1
+    near_rows = near_band(H + pt + pb, min(st.padded_rows), max(st.padded_rows), near_side)
+    near_cols = near_band(W + pl + pr, min(st.padded_cols), max(st.padded_cols), near_side)
+
     # One entry per (channel, window position): the colour and the numbers of each term.
     per_channel = []
     for c in range(C):
@@ -276,9 +297,12 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
                                    product=format_number(t.product), pad=t.padding))
             cells[(t.row, t.col)] = grid_terms[-1]
         rows = [grid_terms[i * WW:(i + 1) * WW] for i in range(HH)]
-        entry = Item(c=c, name=names[c], rows=rows, terms=grid_terms, table=None, picture=None,
+        entry = Item(c=c, name=names[c], rows=rows, terms=grid_terms, table=None, picture=None, heads=None,
                      sum=st.channel_sums[c], sum_text=format_number(st.channel_sums[c]))
         if picture_input:
+            # The window's numbers with the input's row and column numbers (1 = the first).
+            entry.heads = Item(rows=[_label(row[0].term.row, H) for row in rows],
+                               cols=[_label(t.term.col, W) for t in rows[0]])
             entry.picture = Item(
                 src=f"/conv/input.png?{query}&res=work&channel={c}",
                 width=W + pl + pr, height=H + pt + pb, x=pl, y=pt, W=W, H=H,
@@ -295,12 +319,21 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
                     inside = 0 <= r < H and 0 <= q < W
                     term = cells.get((r, q))
                     row.append(Item(text=values[r][q] if inside else "0", pad=not inside,
+                                    far=near_cols is not None and q + pl not in near_cols,
                                     colour=term.colour if term else None, tag=term.tag if term else None))
-                table.append(row)
+                table.append(Item(cells=row, far=near_rows is not None and r + pt not in near_rows, label=_label(r, H)))
             entry.table = table
+            if near_rows is not None or near_cols is not None:
+                entry.heads = Item(cols=[Item(label=_label(q, W), far=near_cols is not None and q + pl not in near_cols)
+                                         for q in range(-pl, W + pr)])
         per_channel.append(entry)
 
     # The output maps: cells before this step are filled in, the current one is marked.
+    # Projector mode keeps 5 rows and columns around the current cell (it goes under the
+    # kernel), 3 for a colour picture (it goes beside three rows of grids).
+    out_side = 5 if C == 1 else 3
+    out_rows = near_band(Ho, st.row, st.row, out_side)
+    out_cols = near_band(Wo, st.col, st.col, out_side)
     maps = []
     for f in range(F):
         first = f * Ho * Wo
@@ -323,8 +356,9 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
                     short, full, tint = values[r][q]
                     status = "done" if k < st.step else ("current" if k == st.step else "todo")
                     row.append(Item(step=k, row=r, col=q, status=status, text=short if status != "todo" else "",
-                                    full=full, tint=tint if status != "todo" else ""))
-                rows.append(row)
+                                    full=full, tint=tint if status != "todo" else "",
+                                    far=out_cols is not None and q not in out_cols))
+                rows.append(Item(cells=row, far=out_rows is not None and r not in out_rows))
             entry.rows = rows
         maps.append(entry)
 
@@ -334,11 +368,20 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
         step=st.step, steps=steps, last=steps - 1, filter=st.filter, row=st.row, col=st.col,
         F=F, C=C, HH=HH, WW=WW, Ho=Ho, Wo=Wo, H=H, W=W,
         channels=per_channel, maps=maps, picture_input=picture_input, picture_output=picture_output,
+        # Projector mode puts the output under the kernel (app.css) when it is more than three
+        # rows tall or the input more than five columns wide: one line would not fit the screen.
+        stacked=picture_input or picture_output or min(Ho, out_side) > 3
+        or len(near_cols or range(W + pl + pr)) > 5,
         sum=sum_line, value=format_number(value), text=st.text,
         relu=state.relu, relu_value=format_number(max(value, 0)),
         bias=None if st.bias is None else format_factor(st.bias), flipped=state.mode == "conv",
         state_pairs=state.pairs(),
     )
+
+
+def _label(index: int, size: int) -> str:
+    """A row or column's number as the captions count (1 = the first); none on the padding."""
+    return str(index + 1) if 0 <= index < size else ""
 
 
 def _masks(f: int, st: Any, Ho: int, Wo: int) -> list[Item]:

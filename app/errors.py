@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 class InputError(Exception):
     """Bad input a person can fix; ``message`` is already translated."""
 
-    def __init__(self, message: str, *, field: str | None = None, status_code: int = 422) -> None:
+    def __init__(self, message: str, *, field: str | None = None, status_code: int = 422,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.status_code = status_code
+        self.headers = headers or {}  # e.g. Retry-After on a 429
 
 
 def is_api(request: Request) -> bool:
@@ -129,10 +131,21 @@ async def input_error_handler(request: Request, exc: InputError) -> Response:
             body: dict[str, Any] = {"detail": exc.message}
             if exc.field:
                 body["field"] = exc.field
-            return JSONResponse(body, status_code=exc.status_code)
-        # A rate limit (app/ratelimit.py) is not a wrong value: say what it is.
-        title = gettext("Too many requests") if exc.status_code == 429 else gettext("Some values are not valid")
-        return _error_page(request, exc.status_code, title, exc.message)
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        # A rate limit (app/ratelimit.py), a missing thing or a refusal is not a wrong value: say what it is.
+        title = gettext(_INPUT_ERROR_TITLES.get(exc.status_code, N_("Some values are not valid")))
+        response = _error_page(request, exc.status_code, title, exc.message)
+        response.headers.update(exc.headers)
+        return response
+
+
+_INPUT_ERROR_TITLES = {
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    429: N_("Too many requests"),
+    503: N_("The server cannot store this now"),
+    507: N_("The server cannot store this now"),
+}
 
 
 # FastAPI's and Starlette's own English details, said in the request's language under /api.

@@ -31,6 +31,7 @@ from babel.support import Translations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.numbers import use_numbers
 from app.settings import settings_for
 
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -67,10 +68,12 @@ def get_locale() -> str:
 
 @contextmanager
 def use_locale(locale: str) -> Iterator[None]:
-    """Translate everything inside the block into ``locale`` (tests and background jobs)."""
+    """Translate everything inside the block into ``locale``, numbers included (tests and
+    background jobs)."""
     token = _current_locale.set(locale)
     try:
-        yield
+        with use_numbers(locale):
+            yield
     finally:
         _current_locale.reset(token)
 
@@ -144,8 +147,12 @@ class LocaleMiddleware:
             await send(message)
 
         token = _current_locale.set(locale)
+        # A page writes numbers the locale's way (0,5 in Spanish); the JSON API keeps a
+        # decimal point in its texts, like its numbers.
+        numbers_locale = None if scope.get("path", "").startswith("/api/") else locale
         try:
-            await self.app(scope, receive, send_with_cookie)
+            with use_numbers(numbers_locale):
+                await self.app(scope, receive, send_with_cookie)
         finally:
             _current_locale.reset(token)
 

@@ -3,11 +3,16 @@
 Titles and summaries are English msgids marked with ``N_`` and translated when rendered.
 A section links to its page once a router serves that path; until then the home page lists
 it as coming soon, so the home page never shows a dead link.
+
+Every section is a stop of the walk through the lesson, even where two sections share a page
+(3 and 4 on /conv, 5 and 8 on /pipeline): "next" always goes to the section numbered one more,
+so the walk visits 1, 2, …, 9 in the slides' order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -27,6 +32,11 @@ class Section:
     @property
     def path(self) -> str:
         return urlsplit(self.href).path
+
+    @property
+    def anchor(self) -> str:
+        """The part of the page the section starts at ("" for the top)."""
+        return urlsplit(self.href).fragment
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -56,7 +66,7 @@ SECTIONS: tuple[Section, ...] = (
         "convolution",
         N_("The convolution operation: height × width × depth"),
         N_("The dot product at every position of your own image, with stride, padding and dilation, and the output-size formula with your numbers."),
-        "/conv",
+        "/conv?image=chelsea&size=16&color=rgb",
     ),
     Section(
         5,
@@ -96,24 +106,24 @@ SECTIONS: tuple[Section, ...] = (
 )
 
 
-def neighbours(app: FastAPI, numbers: tuple[int, ...]) -> tuple[Section | None, Section | None]:
-    """The previous and next page of the lesson for the page holding sections ``numbers``;
-    None where there is none (link home instead).
+def neighbours(app: FastAPI, number: int) -> tuple[Section | None, Section | None]:
+    """The sections before and after section ``number`` in the walk through the lesson; None
+    where there is none (the page links home instead). Only sections whose page is served count."""
+    served = [s for s in SECTIONS if is_served(app, s.path)]
+    before = [s for s in served if s.number < number]
+    after = [s for s in served if s.number > number]
+    return (before[-1] if before else None), (after[0] if after else None)
 
-    Pages are ordered by their first section and only served ones count, so following "next"
-    from the home page visits every page exactly once (a page holding sections 5 and 8 comes
-    after 4 and before 6). Each neighbour is given as its first section.
-    """
-    firsts: list[Section] = []
-    for s in SECTIONS:
-        if all(s.path != f.path for f in firsts) and is_served(app, s.path):
-            firsts.append(s)
-    here = next(s for s in SECTIONS if s.number == min(numbers)).path
-    paths = [s.path for s in firsts]
-    if here not in paths:
-        return None, None
-    i = paths.index(here)
-    return (firsts[i - 1] if i > 0 else None), (firsts[i + 1] if i + 1 < len(firsts) else None)
+
+def nav_context(app: FastAPI, number: int) -> dict[str, Any]:
+    """What ``_lesson_nav.html`` needs for section ``number``."""
+    prev_section, next_section = neighbours(app, number)
+    return {"here_section": section(number), "prev_section": prev_section, "next_section": next_section,
+            "total": len(SECTIONS)}
+
+
+def section(number: int) -> Section:
+    return next(s for s in SECTIONS if s.number == number)
 
 
 def is_served(app: FastAPI, path: str) -> bool:

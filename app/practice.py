@@ -25,6 +25,7 @@ from starlette.responses import Response
 from app.i18n import N_
 from app.i18n import gettext as _
 from app.settings import Settings, settings_for
+from core import numfmt
 from core.exercises import (
     KINDS,
     LEVELS,
@@ -582,7 +583,7 @@ def solution_view(ex: Exercise, upto: int | None) -> dict:
 
 
 def _answer_text(ex: Exercise, v: Any) -> str:
-    return _n(int(v)) if ex.tolerance == 0 else _n(round(float(v), 4))
+    return _n(int(v)) if ex.tolerance == 0 else _n(float(numfmt.round_half_up(v, 4)))
 
 
 def answer_text(ex: Exercise) -> list[list[str]]:

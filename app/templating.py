@@ -33,7 +33,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, sel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from app import i18n
+from app import i18n, numbers
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -68,6 +68,7 @@ def _make_environment() -> Environment:
     )
     # Collapse whitespace inside {% trans %} so the msgid does not depend on indentation.
     env.policies["ext.i18n.trimmed"] = True
+    env.filters.update(numbers.FILTERS)
     env.install_gettext_callables(  # type: ignore[attr-defined]
         i18n.gettext,
         i18n.ngettext,

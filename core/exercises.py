@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from . import numfmt
 from .conv import conv_forward_naive, conv_step, output_size, output_size_formula
 from .losses import log_softmax
 from .losses import softmax as _softmax
@@ -97,8 +98,9 @@ class SolutionStep:
 # ---------------------------------------------------------------------------
 
 def format_value(v, digits=6):
-    """Integers plainly; other values with up to ``digits`` significant digits, in fixed
-    notation (0.00009, not 9e-05), no trailing zeros, U+2212 minus, never "−0"."""
+    """Integers plainly; other values with up to ``digits`` significant digits (at most 12
+    decimals), rounded half up, in fixed notation (0.00009, not 9e-05), no trailing zeros,
+    U+2212 minus, never "−0", the page's decimal mark (core.numfmt)."""
     if isinstance(v, (bool, np.bool_)):
         v = int(v)
     if isinstance(v, (int, np.integer)):
@@ -109,13 +111,7 @@ def format_value(v, digits=6):
         return "\u221e" if v > 0 else (f"{MINUS}\u221e" if v < 0 else "NaN")
     if v == 0:
         return "0"
-    decimals = min(12, max(0, digits - 1 - math.floor(math.log10(abs(v)))))
-    s = f"{v:.{decimals}f}"
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    if s in ("-0", "0"):
-        return "0"
-    return s.replace("-", MINUS)
+    return numfmt.fixed(v, min(12, max(0, digits - 1 - math.floor(math.log10(abs(v))))))
 
 
 def _f(v, digits=6):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import numfmt
+
 __all__ = [
     "softmax",
     "log_softmax",
@@ -142,7 +144,7 @@ class CrossEntropyTerms:
     """H(p, q) for one example, class by class.
 
     terms: K CrossEntropyTerm; loss: their sum; text: the sum written out, e.g.
-    ``−(0·log 0.02 + 1·log 0.91 + 0·log 0.07) = 0.094`` (U+00B7 middle dot, U+2212 minus).
+    ``−(0·ln 0.02 + 1·ln 0.91 + 0·ln 0.07) = 0.094`` (U+00B7 middle dot, U+2212 minus).
     """
 
     terms: list
@@ -151,12 +153,11 @@ class CrossEntropyTerms:
 
 
 def _fmt(v, digits):
-    """A number for the written-out sum: integers without ".0", the rest rounded, U+2212 minus."""
+    """A number for the written-out sum: integers without ".0", the rest to ``digits``
+    significant digits (core.numfmt: rounded half up, the page's decimal mark, U+2212 minus)."""
     if float(v).is_integer():
-        s = str(int(v))
-    else:
-        s = f"{v:.{digits}g}"
-    return s.replace("-", "\u2212")
+        return numfmt.fixed(v, 0)
+    return numfmt.significant(v, digits)
 
 
 def cross_entropy_terms(logits, target, digits=3):
@@ -189,6 +190,7 @@ def cross_entropy_terms(logits, target, digits=3):
         for k in range(K)
     ]
     loss = math.fsum(term.term for term in terms)
-    inner = " + ".join(f"{_fmt(term.p, digits)}\u00b7log {_fmt(term.q, digits)}" for term in terms)
+    # ln, not log: the loss uses the natural logarithm, and a calculator's "log" key is base 10
+    inner = " + ".join(f"{_fmt(term.p, digits)}\u00b7ln {_fmt(term.q, digits)}" for term in terms)
     text = f"\u2212({inner}) = {_fmt(loss, digits)}"
     return CrossEntropyTerms(terms=terms, loss=loss, text=text)

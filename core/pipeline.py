@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import numfmt
 from .activations import relu_backward, relu_forward
 from .conv import conv_backward, conv_forward, conv_step, format_factor, format_number
 from .datasets import load
@@ -203,9 +204,10 @@ def explain_conv(p: Pipeline, f: int, row: int, col: int):
 
 
 def explain_relu(p: Pipeline, f: int, row: int, col: int) -> str:
-    """``max(0, −0.31) = 0``: the ReLU of out[f, row, col]."""
+    """``max(0, −0.31) = 0``: the ReLU of out[f, row, col] (``max(0; −0,31)`` where the
+    decimal mark is a comma)."""
     v, r = p.out[f, row, col], p.a[f, row, col]
-    return f"max(0, {format_number(v)}) = {format_number(r)}"
+    return f"max(0{numfmt.list_separator([v])}{format_number(v)}) = {format_number(r)}"
 
 
 def explain_pool(p: Pipeline, f: int, row: int, col: int):

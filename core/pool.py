@@ -21,6 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from . import numfmt
 from .conv import _FRESH, _is_integral, _resolve_position, _whole, format_factor, format_number, output_size
 
 __all__ = ["KINDS", "PoolCache", "pool_forward", "pool_backward", "pool_forward_naive", "PoolStep", "pool_step",
@@ -321,7 +322,7 @@ def pool_step(x, kind="max", size=2, stride=None, step=None, position=None):
         value = max(flat)
         first = flat.index(value)  # row-major: the cell that receives the gradient
         winner = (rows[first // len(cols)], cols[first % len(cols)])
-        text = f"max({', '.join(format_number(v) for v in flat)}) = {format_number(value)}"
+        text = f"max({numfmt.list_separator(flat).join(format_number(v) for v in flat)}) = {format_number(value)}"
     else:
         count = len(flat)
         if exact:

@@ -101,3 +101,40 @@ def assert_axe_clean(page, axe_source: str, where: str) -> None:
         f"{v['impact']} {v['id']}: {v['help']}\n" + "\n".join(f"    {t}" for t in v["targets"]) for v in blocking
     )
     assert not blocking, f"axe-core on {where}:\n{report}"
+
+
+def assert_on_first_screen(page, selector: str, min_font_px: float | None = None) -> None:
+    """Every element matching ``selector`` is visible and wholly inside the viewport as the page
+    is scrolled now (no scrolling needed to see it), and, with ``min_font_px``, every piece of
+    text inside it is rendered at least that large (numbers read from the back of a room)."""
+    found = page.evaluate(
+        """([selector, minFont]) => {
+          const vw = document.documentElement.clientWidth, vh = window.innerHeight;
+          const els = Array.from(document.querySelectorAll(selector));
+          const problems = [];
+          if (els.length === 0) problems.push('nothing matches');
+          for (const el of els) {
+            const r = el.getBoundingClientRect();
+            const name = el.id ? '#' + el.id : el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ').join('.') : '');
+            if (r.width === 0 || r.height === 0) { problems.push(name + ' has no size'); continue; }
+            if (r.left < -0.5 || r.top < -0.5 || r.right > vw + 0.5 || r.bottom > vh + 0.5)
+              problems.push(`${name} at (${r.left|0}, ${r.top|0})–(${r.right|0}, ${r.bottom|0}) leaves the ${vw}×${vh} viewport`);
+            if (minFont) {
+              const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+              for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+                if (!t.textContent.trim()) continue;
+                const holder = t.parentElement;
+                // Text that is not rendered (display: none, a closed <details>, visually hidden)
+                // is nobody's to read.
+                if (holder.closest('.visually-hidden, [hidden]') || holder.getClientRects().length === 0
+                    || getComputedStyle(holder).visibility === 'hidden') continue;
+                const size = parseFloat(getComputedStyle(holder).fontSize);
+                if (size < minFont) { problems.push(`${name}: "${t.textContent.trim().slice(0, 20)}" is ${size}px`); break; }
+              }
+            }
+          }
+          return problems;
+        }""",
+        [selector, min_font_px],
+    )
+    assert found == [], f"{selector}: " + "; ".join(found)

@@ -181,5 +181,5 @@ def test_cross_entropy_terms_written_out():
     assert [t.p for t in terms.terms] == [0, 0, 1]
     assert sum(t.q for t in terms.terms) == pytest.approx(1)
     assert terms.loss == pytest.approx(cross_entropy(np.array([[1.0, 2.0, 3.0]]), np.array([2]))[0])
-    assert terms.text == "\u2212(0\u00b7log 0.09 + 0\u00b7log 0.245 + 1\u00b7log 0.665) = 0.408"
+    assert terms.text == "\u2212(0\u00b7ln 0.09 + 0\u00b7ln 0.245 + 1\u00b7ln 0.665) = 0.408"
     assert [t.term for t in terms.terms][:2] == [0.0, 0.0]

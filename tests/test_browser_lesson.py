@@ -37,7 +37,7 @@ def shown_output(page, channel: int = 0) -> np.ndarray:
     table = page.locator("#pool-stepper .matrix--output").nth(channel)
     titles = table.locator("tr").evaluate_all(
         "rows => rows.map(r => Array.from(r.querySelectorAll('button')).map(b => b.title.split(': ').pop()))")
-    return np.array([[float(t.replace("\u2212", "-")) for t in row] for row in titles])
+    return np.array([[float(t.replace("\u2212", "-").replace(",", ".")) for t in row] for row in titles])  # 3,5 in Spanish
 
 
 def test_pool_keys_step_through_the_windows(page, live_server):
@@ -130,14 +130,16 @@ def press(page, key: str) -> None:
 
 def test_the_lesson_walks_with_page_down_and_page_up(page, live_server):
     page.goto(f"{live_server}/")
-    press(page, "PageDown")
-    expect(page).to_have_url(f"{live_server}/grid")
-    press(page, "PageDown")
-    expect(page).to_have_url(f"{live_server}/local")
-    press(page, "PageDown")
-    expect(page).to_have_url(re.compile(r"/conv\?preset=seed$"))
+    # All nine sections in the slides' order: 3 and 4 share /conv, 5 and 8 share /pipeline.
+    for address in (r"/grid$", r"/local$", r"/conv\?preset=seed$", r"/conv\?image=chelsea", r"/pipeline#backprop$",
+                    r"/pool$", r"/activation$", r"/pipeline#loss$", r"/train$"):
+        press(page, "PageDown")
+        expect(page).to_have_url(re.compile(address))
     press(page, "PageUp")
-    expect(page).to_have_url(f"{live_server}/local")
+    expect(page).to_have_url(re.compile(r"/pipeline#loss$"))
+    press(page, "PageUp")
+    expect(page).to_have_url(re.compile(r"/activation$"))
+    page.goto(f"{live_server}/local")
     # Keys typed in a field stay in the field.
     page.wait_for_load_state("load")
     page.locator("#local-h").focus()

@@ -41,7 +41,8 @@ def test_click_numbers_to_see_how_they_were_computed(page, live_server):
     page.locator("#pl-loss-button").click()
     expect(page.locator("#pl-explain-sum")).to_have_text(pipeline.explain_loss(p).text)
     expect(page.locator("#pl-pq .pl-pq__p td")).to_have_count(10)
-    expect(page.locator("#pipeline-explain math")).to_have_count(1)
+    # H(p, q) = −Σ p(x) log q(x), then "= loss" as a second piece (a phone wraps between them).
+    expect(page.locator("#pipeline-explain math")).to_have_count(2)
     assert query(page)["show"] == "loss"
     assert_clean(page)
 

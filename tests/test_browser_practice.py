@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 
 def number(s: str) -> float:
-    return float(s.strip().replace("\u2212", "-"))
+    return float(s.strip().replace("\u2212", "-").replace(",", "."))  # 0,25 in Spanish
 
 
 def signed(v) -> str:

@@ -70,8 +70,8 @@ def test_a_short_training_streams_finishes_and_answers_a_drawing(page, live_serv
 
     wait_finished(page)
     accuracy = page.locator("#train-final-acc").inner_text()
-    assert re.fullmatch(r"\d+\.\d %", accuracy), accuracy
-    assert float(accuracy.split()[0]) >= 90
+    assert re.fullmatch(r"\d+,\d\s%", accuracy), accuracy  # the Spanish page: 98,1 %
+    assert float(accuracy.split()[0].replace(",", ".")) >= 90
     seen = page.evaluate("() => window.trainSeen")
     points = [p for p, _ in seen]
     progress = [v for _, v in seen]
@@ -137,7 +137,10 @@ def test_two_runs_share_one_plot_and_the_same_seed_repeats_the_curve(page, live_
     earlier = page.locator('#train-chart-loss polyline[data-run="1"].chart__line--train').get_attribute("points")
     assert earlier == first
 
-    # SGD instead of Adam: a different curve, both in the legend.
+    # SGD instead of Adam: a different curve, both in the legend. The fields are under
+    # "Change the settings", closed beside the one-line setup.
+    expect(page.locator("#train-optimizer")).to_be_hidden()
+    page.locator("#train-settings > summary").click()
     page.locator("#train-optimizer").select_option("sgd")
     page.locator("#train-lr").fill("0.1")
     page.locator("#train-lr").dispatch_event("change")

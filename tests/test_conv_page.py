@@ -111,7 +111,12 @@ def test_english_with_lang_en(client):
 def test_home_links_sections_3_and_4_to_the_stepper(client):
     page = soup(client.get("/"))
     assert page.select_one("#section-kernels .card__title a[href='/conv?preset=seed']") is not None
-    assert page.select_one("#section-convolution .card__title a[href='/conv']") is not None
+    # Section 4 is height × width × depth: a colour photo, three channels.
+    link = page.select_one("#section-convolution .card__title a")["href"]
+    assert link.startswith("/conv?") and "color=rgb" in link
+    stepper = soup(client.get(link))
+    assert stepper.select_one(".lesson-nav")["data-section"] == "4"
+    assert soup(client.get("/conv?preset=seed")).select_one(".lesson-nav")["data-section"] == "3"
 
 
 def test_conv_without_parameters_is_the_seed_example(client):
@@ -290,7 +295,8 @@ def test_text_in_a_kernel_cell_keeps_what_was_typed(client):
 def test_a_decimal_comma_is_accepted_in_a_cell(client):
     page = soup(client.get("/conv?preset=seed"))
     fragment = soup(submit(client, page, w_0_0_1_1="2,5"))
-    assert sum_text(fragment) == "35·(−2) + 40·(−1) + 41·0 + 40·(−1) + 40·2.5 + 42·1 + 42·0 + 46·1 + 50·2 = 138"
+    # the sum is written the page's way: a decimal comma in Spanish
+    assert sum_text(fragment) == "35·(−2) + 40·(−1) + 41·0 + 40·(−1) + 40·2,5 + 42·1 + 42·0 + 46·1 + 50·2 = 138"
 
 
 def test_bad_picture_parameters_are_4xx_pages(client):
@@ -376,6 +382,27 @@ def test_large_inputs_are_pictures_with_the_window_as_numbers(client):
     assert out_svg["data-wo"] == "22" and out_svg["data-ho"] == "22"
     assert out_svg.select_one("rect.current")["x"] == "8"
     assert out_svg.select_one("rect.current")["y"] == "1"
+
+
+def test_large_grids_keep_the_window_neighbourhood_with_its_numbers_for_the_projector(client):
+    # 10×10 padded to 12×12; step 45 is output row 5, column 6, whose window is input rows 4–6
+    # and columns 5–7: projector mode keeps the 7 rows and columns around it, numbered.
+    grid = ";".join(",".join(str(10 * i + j) for j in range(10)) for i in range(10))
+    page = soup(client.get(f"/conv?grid={grid}&padding=1&step=45"))
+    table = page.select_one(".matrix--input")
+    kept = table.select("tr:not(.is-far):not(.matrix__heads)")
+    assert [text(tr.th) for tr in kept] == ["2", "3", "4", "5", "6", "7", "8"]
+    assert [text(th) for th in table.select("tr.matrix__heads th:not(.is-far)")][1:] == ["3", "4", "5", "6", "7", "8", "9"]
+    assert [text(td) for td in kept[0].select("td:not(.is-far)")] == ["12", "13", "14", "15", "16", "17", "18"]
+    assert len(table.select("tr")) == 13  # every row is still there for the other views
+    output = page.select_one(".matrix--output")
+    assert len(output.select("tr:not(.is-far)")) == 5
+    assert len(output.select("tr:not(.is-far)")[0].select("td:not(.is-far)")) == 5
+    # A picture's window says which rows and columns it covers.
+    page = soup(client.get("/conv?image=camera&size=24&kernel=sobel_x&step=30&dilation=2"))  # row 2, column 11
+    window = page.select_one(".matrix--window")
+    assert [text(th) for th in window.select("tr.matrix__heads th")][1:] == ["11", "13", "15"]
+    assert [text(tr.th) for tr in window.select("tr:not(.matrix__heads)")] == ["2", "4", "6"]
 
 
 def test_output_png_has_the_feature_map_size(client):

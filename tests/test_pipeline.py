@@ -102,7 +102,7 @@ def test_the_explanations_write_the_same_numbers(run):
     assert prob.text.startswith("e^") and prob.text.endswith(pipeline.format_number(run.q[9]))
     loss = pipeline.explain_loss(run)
     assert loss.loss == pytest.approx(run.loss, rel=1e-12)
-    assert loss.text.startswith("−(0·log") and "1·log" in loss.text
+    assert loss.text.startswith("−(0·ln") and "1·ln" in loss.text
 
 
 def _loss_with(weights, x, target, f, i, j, delta):

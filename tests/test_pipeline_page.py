@@ -11,8 +11,6 @@ from pagecheck import soup, text, translated
 from PIL import Image, ImageDraw
 
 from app import images
-from app.lesson import is_served
-from app.main import app as cnnlab_app
 from app.routers.pipeline import picture_input
 from app.settings import Settings, get_settings
 from core import pipeline
@@ -163,11 +161,16 @@ def test_json_twin(client, run):
     assert bad.status_code == 422 and "not a kernel weight" in bad.json()["detail"]
 
 
-def test_lesson_walk_comes_here_between_conv_and_pool(client):
+def test_lesson_walk_stops_here_twice_backprop_between_conv_and_pool_loss_between_activation_and_train(client):
     page = soup(client.get("/pipeline?lang=en"))
-    assert page.select_one('.lesson-nav a[rel="prev"]')["href"].startswith("/conv")
-    expected_next = "/pool" if is_served(cnnlab_app, "/pool") else "/"
-    assert page.select_one('.lesson-nav a[rel="next"]')["href"] == expected_next
+    backprop = page.select_one('.lesson-nav[data-anchor="backprop"]')
+    assert backprop["data-section"] == "5"
+    assert backprop.select_one('a[rel="prev"]')["href"].startswith("/conv?image=")  # section 4
+    assert backprop.select_one('a[rel="next"]')["href"] == "/pool"
+    loss = page.select_one('.lesson-nav[data-anchor="loss"]')
+    assert loss["data-section"] == "8"
+    assert loss.select_one('a[rel="prev"]')["href"] == "/activation"
+    assert loss.select_one('a[rel="next"]')["href"] == "/train"
 
 
 def test_home_links_to_the_backprop_and_loss_sections(client):

@@ -10,6 +10,7 @@ import pytest
 from bs4 import BeautifulSoup
 from pagecheck import soup, text, translated
 
+from app.numbers import use_numbers
 from app.routers.lesson_pages import EXAMPLE_POOL
 from core import kernels
 from core.conv import conv_forward, format_number, output_size_formula
@@ -24,7 +25,9 @@ def output_values(page: BeautifulSoup, channel: int = 0) -> np.ndarray:
     table = page.select("#pool-stepper .matrix--output")[channel]
     rows = []
     for tr in table.select("tr"):
-        rows.append([float(b["title"].split(": ")[-1].replace("\u2212", "-")) for b in tr.select("button")])
+        # the page is Spanish: a decimal comma
+        rows.append([float(b["title"].split(": ")[-1].replace("\u2212", "-").replace(",", "."))
+                     for b in tr.select("button")])
     return np.array(rows)
 
 
@@ -60,28 +63,36 @@ def test_max_marks_the_first_maximum_as_the_winner(client):
 def test_each_step_writes_out_the_window_of_the_engine(client):
     for step in range(4):
         page = soup(client.get("/pool", params={"kind": "avg", "step": step}))
-        st = pool_step(EXAMPLE_POOL, "avg", 2, 2, step=step)
+        with use_numbers("es"):
+            st = pool_step(EXAMPLE_POOL, "avg", 2, 2, step=step)
         assert text(page.select_one("#pool-sum .sum-expr")) == st.text
         window = [td.get_text() for td in page.select(".pool-input td.is-window")]
         assert window == [format_number(v) for row in st.window for v in row]
         assert page.select_one("#pool-stepper")["data-step"] == str(step)
     assert "(1 + 3 + 4 + 6) / 4 = 3.5" == pool_step(EXAMPLE_POOL, "avg", 2, 2, step=0).text
+    assert text(soup(client.get("/pool?kind=avg&lang=es")).select_one("#pool-sum .sum-expr")).endswith("= 3,5")
+    assert text(soup(client.get("/pool?kind=avg&lang=en")).select_one("#pool-sum .sum-expr")).endswith("= 3.5")
 
 
 def test_global_average_is_one_number_per_channel(client):
     page = soup(client.get("/pool", params={"kind": "global_avg"}))
     assert page.select_one("#pool-stepper")["data-steps"] == "1"
     expected = pool_forward(EXAMPLE_POOL[None, None], "global_avg")[0][0, 0, 0, 0]
-    assert text(page.select_one("#pool-sum .sum-expr")).endswith(f"= {format_number(float(expected))}")
+    assert expected == 3.125
+    assert text(page.select_one("#pool-sum .sum-expr")).endswith("= 3,125")
     assert "size" not in dict(parse_qsl(urlsplit(page.select_one("#pool-stepper")["action"]).query))
 
 
 def test_output_size_formula_has_the_numbers(client):
     page = soup(client.get("/pool", params={"input": "seed", "size": 3, "stride": 2}))
     formulas = [text(p) for p in page.select(".lesson-formula .formula")]
-    assert formulas[0].endswith(output_size_formula(5, 3, 2))
-    assert formulas[1].endswith(output_size_formula(5, 3, 2))
+    # the formula shown, with its own numbers: no padding or dilation terms of the convolution's
+    assert formulas == ["Ho = ⌊(H − k)/S⌋ + 1 = ⌊(5 − 3)/2⌋ + 1 = 2", "Wo = ⌊(W − k)/S⌋ + 1 = ⌊(5 − 3)/2⌋ + 1 = 2"]
     assert output_size_formula(5, 3, 2).endswith("= 2")
+    page = soup(client.get("/pool", params={"input": "grid", "grid": "1,2,3,4,5,6;1,2,3,4,5,6;1,2,3,4,5,6",
+                                            "size": 2, "stride": 1}))
+    formulas = [text(p) for p in page.select(".lesson-formula .formula")]
+    assert formulas == ["Ho = ⌊(H − k)/S⌋ + 1 = ⌊(3 − 2)/1⌋ + 1 = 2", "Wo = ⌊(W − k)/S⌋ + 1 = ⌊(6 − 2)/1⌋ + 1 = 5"]
 
 
 def test_a_step_is_a_fragment_and_a_setting_pushes_the_address(client):

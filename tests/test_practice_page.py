@@ -23,7 +23,7 @@ HX_SOLUTION = {"HX-Request": "true", "HX-Target": "practice-solution"}
 
 
 def number(s: str) -> float:
-    return float(s.strip().replace("\u2212", "-"))
+    return float(s.strip().replace("\u2212", "-").replace(",", "."))  # 0,25 in Spanish
 
 
 def conv_by_hand(g) -> np.ndarray:
@@ -63,13 +63,16 @@ def test_no_seed_redirects_to_an_address_with_one(client):
     assert page.select_one("#practice-form input[name=seed]")["value"] == q["seed"]
     # the controls' empty seed field means "a new one" too
     assert client.get("/practice?kind=relu&level=2&seed=", follow_redirects=False).status_code == 303
+    # a bookmark in projector mode stays in projector mode
+    kept = client.get("/practice?present=1&lang=en", follow_redirects=False).headers["location"]
+    assert dict(parse_qsl(urlsplit(kept).query)).items() >= {"present": "1", "lang": "en"}.items()
 
 
 def test_spanish_first_and_english_on_request(client):
     es = soup(client.get("/practice?kind=softmax&seed=3"))
     assert text(es.select_one("h1")) == "Ejercicios"
     assert text(es.select_one("#practice-check")) == "Revisar"
-    assert "± 0.01" in text(es.select_one("#practice-tolerance"))
+    assert "± 0,01" in text(es.select_one("#practice-tolerance"))
     en = soup(client.get("/practice?kind=softmax&seed=3&lang=en"))
     assert text(en.select_one("h1")) == "Practice"
     assert text(en.select_one("#practice-tolerance")).startswith("Real numbers: answers within ± 0.01")

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import app as cnnlab_app
+from core.train import DEFAULTS
 
 GIVE_UP_SECONDS = 120
 
@@ -50,7 +51,7 @@ def test_the_digits_default_trains_to_95_percent(client):
     body = wait_done(client, r.json()["id"])
     assert body["status"] == "done" and body["error"] is None
     assert body["metrics"]["test_accuracy"] >= 0.95
-    assert body["spec"]["epochs"] == 12 and body["spec"]["optimizer"] == "adam"
+    assert body["spec"]["epochs"] == DEFAULTS["digits"]["epochs"] and body["spec"]["optimizer"] == "adam"
 
 
 def test_status_shows_spec_metrics_and_the_curve(client):

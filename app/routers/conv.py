@@ -31,7 +31,7 @@ from app.errors import InputError
 from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
-from app.lesson import neighbours
+from app.lesson import nav_context
 from app.ratelimit import limit
 from app.settings import Settings, get_settings, settings_for
 from app.templating import add_vary, locale_links, render, wants_fragment
@@ -61,7 +61,7 @@ from app.conv_view import (
     png_cache,
     shown_map,
 )
-from app.uploads import page_state, read_upload_form, store_upload
+from app.uploads import page_state, picture_chosen, read_upload_form, store_upload
 
 # ============================================================================== routes
 
@@ -82,7 +82,8 @@ def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block:
             context["form"]["errors"] = {**parsed.errors, "upload": upload_error}
         context["formula"] = formula_view(parsed)
         context["result"] = build_result(parsed, settings) if parsed.ok else None
-        context["prev_section"], context["next_section"] = neighbours(request.app, (3, 4))
+        # The slides' 5×5 example is section 3; any other input is section 4.
+        context["lesson"] = nav_context(request.app, 3 if s.kind == "seed" else 4)
         context["error_list"] = [(name, msg) for name, msg in context["errors"].items()]
     if step_query is not None:  # language links keep the state (the upload route's own URL is a POST)
         context["locales"] = locale_links(request, step_query, "/conv")
@@ -219,7 +220,7 @@ def _int_or_error(text: str, lo: int, hi: int, message: str) -> int:
 
 
 @router.post("/conv/upload", name="conv_upload", response_class=HTMLResponse,
-             responses={**redirect("Stored: the stepper on the new picture."), **page_errors(400, 413, 415, 422, 429)})
+             responses={**redirect("Stored: the stepper on the new picture."), **page_errors(400, 413, 415, 422, 429, 503, 507)})
 async def conv_upload(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The page's upload form (multipart: ``file`` and ``state``, the current query string).
 
@@ -236,7 +237,7 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
         limit(request, "uploads")
         form = await read_upload_form(request, settings)
         state_text = form.state
-        stored = await store_upload(form, settings)
+        stored = await store_upload(picture_chosen(form), settings)
     except InputError as exc:
         error, error_status = exc.message, exc.status_code
     params = dict(parse_qsl(state_text, keep_blank_values=True))

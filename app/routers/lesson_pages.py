@@ -25,19 +25,20 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app import conv_state, conv_view, images
+from app import conv_state, conv_view, images, numbers
 from app.api_schema import page_errors, redirect
 from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
-from app.lesson import neighbours
+from app.layer_names import ACTIVATION_NAMES, activation_name
+from app.lesson import nav_context
 from app.ratelimit import limit
 from app.settings import settings_for
 from app.templating import add_vary, locale_links, render, wants_fragment
-from app.uploads import read_upload_form, store_upload
-from core import kernels
+from app.uploads import picture_chosen, read_upload_form, store_upload
+from core import kernels, numfmt
 from core.activations import ACTIVATIONS
-from core.conv import format_number, output_size, output_size_formula
+from core.conv import format_number, output_size
 from core.pool import pool_forward, pool_step
 
 router = APIRouter(tags=["lesson"])
@@ -51,15 +52,13 @@ EXAMPLE_POOL = np.array([[1, 3, 2, 1], [4, 6, 5, 0], [3, 1, 1, 2], [7, 2, 8, 4]]
 EXAMPLE_ACTIVATION = np.array([[-3, 5, 0, -1], [2, -4, 7, 1], [-6, 3, -2, 8], [1, -5, 4, -7]], dtype=np.int64)
 INPUTS = {"example": N_("A 4×4 example"), "seed": N_("The slides’ 5×5 matrix"), "grid": N_("A grid I type"),
           "conv": N_("The feature map from the convolution page")}
-FUNCTIONS = {"relu": "ReLU", "sigmoid": "sigmoid", "tanh": "tanh", "leaky_relu": "leaky ReLU"}
 LEAKY_ALPHA = 0.1
 _SPLIT_ROWS = re.compile(r"[;\n]")
 _SPLIT_CELLS = re.compile(r"[,\s]+")
 
 
-def _lesson_nav(request: Request, *numbers: int) -> dict:
-    prev, nxt = neighbours(request.app, numbers)
-    return {"prev_section": prev, "next_section": nxt}
+def _lesson_nav(request: Request, number: int) -> dict:
+    return {"lesson": nav_context(request.app, number)}
 
 
 def _int(raw: Mapping[str, str], name: str, lo: int, hi: int, default: int | None, message: str) -> int | None:
@@ -202,8 +201,14 @@ def input_choices(src: Source) -> list[dict]:
     return [{"value": k, "label": _(v)} for k, v in INPUTS.items() if k != "conv" or src.conv_query]
 
 
-def cell_text(v: Any) -> str:
-    return conv_view.short_number(v)
+def grid_decimals(a: np.ndarray) -> int | None:
+    """One precision per grid: None when every value is whole, else two decimals for every
+    cell (0,00 0,05 1,00 — not 0,0025 next to 1)."""
+    return None if bool(np.all(a == np.round(a))) else 2
+
+
+def cell_text(v: Any, decimals: int | None = None) -> str:
+    return conv_view.short_number(v) if decimals is None else numbers.num(v, decimals, trim=False)
 
 
 # ============================================================================== pooling
@@ -281,8 +286,14 @@ def pool_formula(view: PoolView) -> dict | None:
     if view.kind == "global_avg":
         return {"global": True, "H": H, "W": W}
     stride = view.stride or view.size
-    return {"global": False, "rows": output_size_formula(H, view.size, stride),
-            "cols": output_size_formula(W, view.size, stride), "H": H, "W": W, "k": view.size, "s": stride}
+    return {"global": False, "rows": _pool_size_text(H, view.size, stride),
+            "cols": _pool_size_text(W, view.size, stride), "H": H, "W": W, "k": view.size, "s": stride}
+
+
+def _pool_size_text(n: int, k: int, s: int) -> str:
+    """The page's own formula ⌊(n − k)/S⌋ + 1 with its numbers (pooling has no padding or
+    dilation, so not the convolution's longer one): ``⌊(4 − 2)/2⌋ + 1 = 2``."""
+    return f"\u230a({n} \u2212 {k})/{s}\u230b + 1 = {(n - k) // s + 1}"
 
 
 def build_pool_stepper(view: PoolView) -> dict:
@@ -293,13 +304,14 @@ def build_pool_stepper(view: PoolView) -> dict:
     _C, Ho, Wo = out.shape
     window = {(r, q) for r in st.window_rows for q in st.window_cols}
     inputs = []
+    in_decimals, out_decimals = grid_decimals(x), grid_decimals(out)
     for c in range(C):
         rows = []
         for r in range(H):
             row = []
             for q in range(W):
                 here = c == st.channel and (r, q) in window
-                row.append({"text": cell_text(x[c, r, q]), "window": here, "winner": here and st.winner == (r, q),
+                row.append({"text": cell_text(x[c, r, q], in_decimals), "window": here, "winner": here and st.winner == (r, q),
                             "title": format_number(x[c, r, q].item())})
             rows.append(row)
         inputs.append({"c": c, "name": view.src.names[c] if view.src.names else "", "rows": rows,
@@ -314,7 +326,8 @@ def build_pool_stepper(view: PoolView) -> dict:
                 status = "done" if k < st.step else ("current" if k == st.step else "todo")
                 value = out[c, r, q].item()
                 row.append({"step": k, "row": r, "col": q, "status": status,
-                            "text": cell_text(value) if status != "todo" else "", "full": format_number(value)})
+                            "text": cell_text(value, out_decimals) if status != "todo" else "",
+                            "full": format_number(value)})
             rows.append(row)
         maps.append({"c": c, "name": view.src.names[c] if view.src.names else "", "rows": rows, "active": c == st.channel})
     return {"step": st.step, "steps": st.steps, "last": st.steps - 1, "row": st.row, "col": st.col, "channel": st.channel,
@@ -403,9 +416,11 @@ def _tidy(v: Any) -> int | float:
 
 
 def _matrix(a: np.ndarray) -> list[list[dict]]:
+    """A grid's cells, all with one precision: whole numbers, or two decimals (0.00, 0.05, 1.00)."""
     m = float(np.abs(a).max()) if a.size else 0.0
-    return [[{"text": cell_text(_tidy(v)), "title": format_number(_tidy(v)), "tint": conv_view.tint_class(float(v), m)}
-             for v in row] for row in a.tolist()]
+    decimals = grid_decimals(a)
+    return [[{"text": cell_text(_tidy(v), decimals), "title": format_number(_tidy(v)),
+              "tint": conv_view.tint_class(float(v), m)} for v in row] for row in a.tolist()]
 
 
 @router.get("/activation", name="activation", response_class=HTMLResponse, responses=page_errors(422))
@@ -420,18 +435,31 @@ def activation(request: Request) -> Response:
         errors["fn"] = _("There is no activation called “%(name)s”: choose relu, sigmoid, tanh or leaky_relu.") % {
             "name": fn[:40]}
         fn = "relu"
-    view: dict[str, Any] = {"errors": errors, "fn": fn, "formula": ACTIVATIONS[fn].formula.replace("α", str(LEAKY_ALPHA)),
-                            "derivative": ACTIVATIONS[fn].derivative, "name": FUNCTIONS[fn], "alpha": LEAKY_ALPHA,
-                            "functions": [{"value": k, "label": v} for k, v in FUNCTIONS.items()]}
+    alpha = numbers.num(LEAKY_ALPHA, 4)
+    # max(0,1·x; x) in Spanish: a list separator that is not the decimal comma
+    formula = ACTIVATIONS[fn].formula
+    if "α" in formula:
+        formula = formula.replace(", ", numfmt.list_separator([LEAKY_ALPHA])).replace("α", alpha)
+    view: dict[str, Any] = {"errors": errors, "fn": fn, "formula": formula,
+                            "derivative": ACTIVATIONS[fn].derivative, "name": activation_name(fn), "alpha": alpha,
+                            "functions": [{"value": k, "label": activation_name(k)} for k in ACTIVATION_NAMES],
+                            "bias": None}
     maps = []
     if src.x is not None and not errors:
         x = src.x.astype(np.float64)
+        if not src.relu and x.size and x.min() >= 0 and x.max() > 0:
+            # A map with no negative value (the slides' map, a picture) makes a dull demo: every
+            # function but sigmoid passes it through unchanged. A conv layer adds a bias before
+            # its activation; minus the map's mean puts about half the values below 0.
+            bias = -int(numfmt.round_half_up(x.mean(), 0))
+            x = x + bias
+            view["bias"] = format_number(bias)
         y = _apply(fn, x)
         for c in range(x.shape[0]):
             maps.append({"name": src.names[c] if src.names else "", "before": _matrix(x[c]), "after": _matrix(y[c])})
         view["curve"] = curve_svg(fn, x)
         first, first_out = _tidy(x.flat[0]), _tidy(y.flat[0])
-        view["example"] = f"{FUNCTIONS[fn]}({format_number(first)}) = {format_number(first_out)}"
+        view["example"] = f"{activation_name(fn)}({format_number(first)}) = {format_number(first_out)}"
         view["negatives"] = int((x < 0).sum())
         view["zeros_after"] = int((y == 0).sum())
     else:
@@ -529,7 +557,7 @@ def grid(request: Request) -> Response:
 
 
 @router.post("/grid/upload", name="grid_upload", response_class=HTMLResponse,
-             responses={**redirect("Stored: the grid of the new picture."), **page_errors(400, 413, 415, 422, 429)})
+             responses={**redirect("Stored: the grid of the new picture."), **page_errors(400, 413, 415, 422, 429, 503, 507)})
 async def grid_upload(request: Request) -> Response:
     """Upload a picture (multipart ``file``, ``state``) and show it as a grid."""
     settings = settings_for(request.app)
@@ -537,7 +565,7 @@ async def grid_upload(request: Request) -> Response:
     # the translated error page.
     limit(request, "uploads")
     form = await read_upload_form(request, settings)
-    stored = await store_upload(form, settings)
+    stored = await store_upload(picture_chosen(form), settings)
     params = dict(parse_qsl(form.state))
     params["image"] = stored.id
     params.setdefault("size", "16")
@@ -552,11 +580,6 @@ LOCAL_PRESETS = {
     "photo": (N_("A colour photo (ImageNet)"), 224, 224, 3),
 }
 LOCAL_LIMITS = {"h": 4096, "w": 4096, "c": 64, "f": 1024, "k": 15}
-
-
-def group(n: int) -> str:
-    """Digits in groups of three, separated by a thin space (readable in both languages)."""
-    return f"{n:,}".replace(",", "\u202f")
 
 
 def local_counts(H: int, W: int, C: int, F: int, K: int) -> dict:
@@ -633,10 +656,10 @@ def local(request: Request) -> Response:
             counts = local_counts(values["h"], values["w"], values["c"], values["f"], values["k"])
     shown = {k: (raw.get(k, "") if k in errors else str(v)) for k, v in values.items()}
     pairs = [(k, str(v)) for k, v in values.items()]
-    context = {"errors": errors, "counts": counts, "values": shown, "group": group, "sharing": sharing_figure(),
+    context = {"errors": errors, "counts": counts, "values": shown, "group": numbers.count, "sharing": sharing_figure(),
                "presets": [{"value": k, "label": _(v[0]), "dims": f"{v[1]}×{v[2]}×{v[3]}"} for k, v in LOCAL_PRESETS.items()],
                "samples": local_samples(request),
-               "ratio": None if counts is None else group(round(counts["ratio"])),
+               "ratio": None if counts is None else numbers.count(counts["ratio"]),
                **_lesson_nav(request, 2), "locales": locale_links(request, urlencode(pairs))}
     headers = {"HX-Push-Url": f"/local?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
     return render(request, "local.html", context, fragment="lab", headers=headers, status_code=page_status(request, errors))

@@ -40,11 +40,12 @@ from app.api_schema import api_errors, page_errors, redirect
 from app.errors import InputError
 from app.guards import page_status
 from app.i18n import gettext as _
-from app.lesson import neighbours
+from app.lesson import nav_context
 from app.ratelimit import limit
 from app.settings import Settings, get_settings
 from app.templating import add_vary, render, wants_fragment
-from app.uploads import page_state, read_upload_form, store_upload
+from app.uploads import page_state, picture_chosen, read_upload_form, store_upload
+from core import numfmt
 from core import pipeline as engine
 from core.conv import format_number
 from core.datasets import load
@@ -190,9 +191,8 @@ def _read_weight(text: str) -> tuple | None:
 
 
 def short(v: float) -> str:
-    """Two decimals for a grid cell (the explanation gives four); never "−0"."""
-    r = round(float(v), 2)
-    return format_number(0 if r == 0 else r)
+    """Two decimals for a grid cell (the explanation gives four), rounded half up; never "−0"."""
+    return numfmt.fixed(v, 2)
 
 
 def sig(v: float) -> str:
@@ -200,12 +200,7 @@ def sig(v: float) -> str:
     v = float(v)
     if v == 0:
         return "0"
-    if 1e-4 <= abs(v) < 1e4:
-        text = f"{v:.4g}"
-    else:
-        mantissa, exponent = f"{v:.3e}".split("e")
-        text = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return text.replace("-", MINUS)
+    return numfmt.significant(v, 4) if 1e-4 <= abs(v) < 1e4 else numfmt.scientific(v, 3)
 
 
 def sigf(v: float) -> str:
@@ -419,9 +414,8 @@ def _page(request: Request, state: State, errors: dict[str, str], settings: Sett
     p, real, state = _compute(state, settings, errors)
     htmx = wants_fragment(request)
     block = _BLOCKS.get(request.headers.get("hx-target", ""), "content") if htmx else "content"
-    # In the walk through the lesson this page comes once, at its first section (5): after
-    # /conv, before /pool; section 8's card on the home page links to #loss directly.
-    prev_section, next_section = neighbours(request.app, (5,))
+    # Sections 5 (#backprop) and 8 (#loss) of the walk through the lesson are both here, each
+    # with its own previous / next links.
     context = {
         "state": state, "errors": errors, "oob": htmx and block in ("explain", "backprop"),
         "settings": settings_view(state, real, p.target), "forward": forward_view(p, state),
@@ -431,7 +425,7 @@ def _page(request: Request, state: State, errors: dict[str, str], settings: Sett
         "weight_value": "-".join(str(v) for v in state.weight),
         "accuracy": round(100 * p.weights.test_accuracy, 1), "real_label": real,
         "state_query": urlencode(state.pairs()),
-        "prev_section": prev_section, "next_section": next_section,
+        "lesson": nav_context(request.app, 5), "lesson_loss": nav_context(request.app, 8),
     }
     headers = {"HX-Push-Url": state.url()} if htmx and block == "lab" else {}
     # A full page with bad values is a 4xx (htmx gets 200: it swaps only 2xx responses).
@@ -442,7 +436,7 @@ def _page(request: Request, state: State, errors: dict[str, str], settings: Sett
 
 
 @router.post("/pipeline/upload", name="pipeline_upload", response_class=HTMLResponse,
-             responses={**redirect("Stored: the page on the new picture."), **page_errors(400, 413, 415, 422, 429)})
+             responses={**redirect("Stored: the page on the new picture."), **page_errors(400, 413, 415, 422, 429, 503, 507)})
 async def pipeline_upload(request: Request, settings: Settings = Depends(get_settings)) -> Response:
     """The page's upload form (multipart ``file``, and ``state``: the current query string).
     Success: a redirect to the page on the picture. A bad file: the page as it was, with the
@@ -452,7 +446,7 @@ async def pipeline_upload(request: Request, settings: Settings = Depends(get_set
         limit(request, "uploads")  # too many (429): the message shows next to the upload control
         form = await read_upload_form(request, settings)
         state_text = form.state
-        stored = await store_upload(form, settings)
+        stored = await store_upload(picture_chosen(form), settings)
     except InputError as exc:
         state, errors = read_state(dict(parse_qsl(state_text)))
         errors["upload"] = exc.message

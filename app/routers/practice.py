@@ -69,7 +69,9 @@ def practice_page(request: Request, kind: str | None = None, level: str | None =
                   solution: str | None = None) -> Response:
     kind_, level_, seed_ = _exercise(kind, level, seed)
     if seed_ is None:
-        return RedirectResponse(view.practice_url(kind_, view.new_seed(), level_), status_code=303)
+        # A bookmarked /practice?present=1 (projector mode, static/js/app.js) keeps it.
+        keep = {k: v for k in ("present", "lang") if (v := request.query_params.get(k)) is not None}
+        return RedirectResponse(view.practice_url(kind_, view.new_seed(), level_, **keep), status_code=303)
     ex = generate(kind_, seed_, level_)
     upto: int | None | Literal["none"] = "none"
     if solution:

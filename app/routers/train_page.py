@@ -12,7 +12,8 @@ Routes (HTML; the JSON twins live in ``app/routers/train_api.py``):
 - ``GET /train/jobs/{id}/events``: server-sent events for the run panel's live part:
   ``progress`` (at most ``MAX_UPDATES_PER_SECOND``) and, once the job has ended, one
   ``done``; each event's data is the HTML of ``#train-live``, swapped in by htmx's SSE
-  extension.
+  extension, rendered once per update and language for all the screens watching the run
+  (``app/routers/train_live.py``).
 - ``DELETE /train/jobs/{id}``: stop; the model trained so far stays usable.
 - ``POST /train/jobs/{id}/predict``: a drawn grid or a test image → probabilities and
   feature maps.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -38,19 +40,22 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
-from app import i18n
+from app import i18n, numbers
 from app import jobs as jobs_module
 from app.api_schema import page_errors, redirect
+from app.budget import model_file_limit
 from app.errors import InputError
+from app.eventstream import Event, event_stream
 from app.guards import page_status
 from app.i18n import N_
 from app.i18n import gettext as _
-from app.lesson import neighbours
+from app.layer_names import ACTIVATION_NAMES, LAYER_NAMES, layer_detail, layer_label
+from app.lesson import nav_context
 from app.ratelimit import limit
+from app.routers.train_live import shared_render
 from app.session import session_id
-from app.settings import settings_for
-from app.templating import base_context, env, render, wants_fragment
-from core import datasets
+from app.templating import base_context, env, render, render_text, request_locale, wants_fragment
+from core import datasets, numfmt
 
 router = APIRouter(tags=["train"])
 
@@ -59,9 +64,6 @@ router = APIRouter(tags=["train"])
 MAX_UPDATES_PER_SECOND = 5
 # A fast run is replayed so that each epoch stays on screen at least this long.
 MIN_SECONDS_PER_EPOCH = 0.6
-# A quiet stream still sends a comment now and then, so proxies keep it open and a closed
-# tab is noticed.
-KEEPALIVE_SECONDS = 10.0
 # Curves are thinned to at most this many points per line (a long run has thousands of batches).
 MAX_CURVE_POINTS = 240
 # How many earlier runs of the same dataset share the curve plot with the current one.
@@ -73,7 +75,6 @@ SAMPLE_INDEX = 0
 DATASETS = {"digits": N_("8×8 digits (1,797 images)"), "mnist": N_("MNIST 28×28 (10,000-image subset)")}
 OPTIMIZERS = {"sgd": N_("SGD"), "momentum": N_("SGD with momentum"), "adam": N_("Adam")}
 POOLS = {"max": N_("Max"), "avg": N_("Average")}
-ACTIVATIONS = {"relu": "ReLU", "sigmoid": "sigmoid", "tanh": "tanh", "leaky_relu": "leaky ReLU"}
 STATUS_LABELS = {
     "queued": N_("Waiting for a free slot"),
     "running": N_("Training"),
@@ -105,7 +106,7 @@ FIELD_LABELS = {
 }
 INT_FIELDS = ("filters", "kernel", "padding", "pool_size", "hidden", "batch_size", "epochs", "seed")
 FLOAT_FIELDS = ("lr", "momentum", "beta1", "beta2")
-CHOICE_FIELDS = {"dataset": DATASETS, "pool": POOLS, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+CHOICE_FIELDS = {"dataset": DATASETS, "pool": POOLS, "activation": ACTIVATION_NAMES, "optimizer": OPTIMIZERS}
 FIELDS = ("dataset", "filters", "kernel", "padding", "pool", "pool_size", "hidden", "activation",
           "optimizer", "lr", "momentum", "beta1", "beta2", "batch_size", "epochs", "seed")
 
@@ -222,10 +223,11 @@ def field_message(name: str, err: Mapping[str, Any]) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and low is not None and high is not None:
         if kind == "greater_than" or (kind == "less_than" and isinstance(high, float)):
             return _("%(field)s must be more than %(min)s and at most %(max)s.") % {
-                "field": label, "min": _fmt(low), "max": _fmt(high)}
-        return _("%(field)s must be from %(min)s to %(max)s.") % {"field": label, "min": _fmt(low), "max": _fmt(high)}
+                "field": label, "min": numbers.num(low, 6), "max": numbers.num(high, 6)}
+        return _("%(field)s must be from %(min)s to %(max)s.") % {"field": label, "min": numbers.num(low, 6),
+                                                                   "max": numbers.num(high, 6)}
     if kind in ("greater_than",):
-        return _("%(field)s must be more than %(min)s.") % {"field": label, "min": _fmt(low)}
+        return _("%(field)s must be more than %(min)s.") % {"field": label, "min": numbers.num(low, 6)}
     return _("%(field)s: this value is not allowed.") % {"field": label}
 
 
@@ -233,16 +235,17 @@ def datasets_shape(name: str) -> tuple[int, int, int]:
     return jobs_module.input_shape(name)
 
 
-LAYER_NAMES = {"Conv2D": N_("Convolution"), "Activation": N_("Activation"), "Pool2D": N_("Pooling"),
-               "Flatten": N_("Flatten"), "Dense": N_("Dense")}
-
-
 def summary_rows(model) -> list[dict[str, Any]]:
     rows = []
-    for row in model.summary():
-        rows.append({"name": _(LAYER_NAMES.get(row["type"], row["type"])), "layer": row["layer"],
+    for layer, row in zip(model.layers, model.summary()):
+        rows.append({"name": _(LAYER_NAMES.get(row["type"], row["type"])), "layer": layer_detail(layer.spec()),
                      "shape": "×".join(str(d) for d in row["output_shape"]), "n_params": row["n_params"]})
     return rows
+
+
+def shown_layer_labels(model) -> list[str]:
+    """The labels of the layers jobs.predict returns maps for (every layer but Flatten)."""
+    return [layer_label(layer.spec()) for layer in model.layers if type(layer).__name__ != "Flatten"]
 
 
 def setup_context(setup: Setup) -> dict[str, Any]:
@@ -254,9 +257,12 @@ def setup_context(setup: Setup) -> dict[str, Any]:
         "errors": setup.errors,
         "bounds": field_bounds,
         "labels": {k: _(label) for k, label in FIELD_LABELS.items()},
-        "choices": {name: [(value, _(label) if name != "activation" else label) for value, label in options.items()]
+        "choices": {name: [(value, _(label)) for value, label in options.items()]
                     for name, options in CHOICE_FIELDS.items()},
         "summary": summary_rows(setup.model) if setup.model is not None else [],
+        "setup_dataset": _(DATASETS[setup.dataset]),
+        "setup_layers": [layer_label(layer.spec()) for layer in setup.model.layers] if setup.model is not None else [],
+        "setup_label": run_label(v),
         "input_shape": "×".join(str(d) for d in datasets_shape(setup.dataset)),
         "n_params": setup.model.n_params if setup.model is not None else None,
     }
@@ -305,7 +311,8 @@ def filter_pictures(filters: Any) -> list[str]:
 # ============================================================================== curves
 
 PLOT_W, PLOT_H = 480, 200
-PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 60, 14, 12, 30
+# The left margin holds a tick label such as "100 %" at the projector's 20-unit type.
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 72, 14, 12, 30
 
 
 def _thin(points: list[tuple[float, float]], limit: int = MAX_CURVE_POINTS) -> list[tuple[float, float]]:
@@ -365,8 +372,8 @@ def plots(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     step = max(1, math.ceil(x_max / 6))
     x_ticks = [{"x": PLOT_LEFT + inner_w * e / x_max, "label": str(e)} for e in range(0, int(x_max) + 1, step)]
-    loss_ticks = axis(loss_max, [(loss_max * i / 4, f"{loss_max * i / 4:g}") for i in range(5)])
-    acc_ticks = axis(1.0, [(i / 4, f"{25 * i}%") for i in range(5)])
+    loss_ticks = axis(loss_max, [(loss_max * i / 4, numbers.num(loss_max * i / 4, 3)) for i in range(5)])
+    acc_ticks = axis(1.0, [(i / 4, numbers.pct(i / 4, 0)) for i in range(5)])
     lines_loss, lines_acc = [], []
     for i, run in enumerate(runs):
         s = run["series"]
@@ -400,12 +407,12 @@ def spec_value(spec: Any, name: str, default: Any = None) -> Any:
 def run_label(spec: Any) -> str:
     optimizer = spec_value(spec, "optimizer", "adam")
     return _("%(optimizer)s, learning rate %(lr)s, seed %(seed)s") % {
-        "optimizer": _(OPTIMIZERS.get(optimizer, optimizer)), "lr": _fmt(float(spec_value(spec, "lr", 0.0))),
+        "optimizer": _(OPTIMIZERS.get(optimizer, optimizer)), "lr": numbers.num(float(spec_value(spec, "lr", 0.0)), 6),
         "seed": spec_value(spec, "seed", 0)}
 
 
 def _percent(value: float | None) -> str | None:
-    return None if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
+    return None if value is None or not math.isfinite(value) else numbers.pct(value)
 
 
 def _clock(seconds: float | None) -> str | None:
@@ -462,7 +469,8 @@ def progress_context(job, view: View) -> dict[str, Any]:
         loss = last.get("loss")
         return {"fraction": fraction, "percent": round(100 * fraction), "epoch": last.get("epoch", 0), "epochs": epochs,
                 "batch": last.get("batch", 0), "batches": per, "left": _clock(left) if view.status == "running" else None,
-                "elapsed": f"{elapsed:.1f} s" if elapsed < 60 else _clock(elapsed), "loss": f"{loss:.3f}" if loss is not None and math.isfinite(loss) else None}
+                "elapsed": f"{numbers.num(elapsed, 1, trim=False)} s" if elapsed < 60 else _clock(elapsed),
+                "loss": numbers.num(loss, 3, trim=False) if loss is not None and math.isfinite(loss) else None}
     return {"fraction": 0.0, "percent": 0, "epoch": 0, "epochs": epochs, "batch": 0, "batches": None,
             "left": None, "elapsed": None, "loss": None}
 
@@ -520,7 +528,7 @@ def sample_maps(job) -> dict[str, Any] | None:
         return None
     layer = result["layers"][1]
     return {"input": png_data_uri(np.asarray(result["input"]), False), "label": result.get("true_label"),
-            "layer": layer["layer"], "pictures": map_pictures(layer), "ranges": map_ranges(layer)}
+            "layer": shown_layer_labels(job.model)[1], "pictures": map_pictures(layer), "ranges": map_ranges(layer)}
 
 
 def live_context(request: Request, job, upto: int | None = None) -> dict[str, Any]:
@@ -566,14 +574,13 @@ _REDIRECT = redirect("Started or loaded: see the run's page (`Location`).")
 
 
 def lesson_links(request: Request) -> dict[str, Any]:
-    prev_section, next_section = neighbours(request.app, (9,))
-    return {"prev_section": prev_section, "next_section": next_section}
+    return {"lesson": nav_context(request.app, 9)}
 
 
 def page_context(request: Request, setup: Setup, job=None, upto: int | None = None) -> dict[str, Any]:
     ctx = setup_context(setup)
     ctx.update(lesson_links(request))
-    ctx["run"] = job is not None
+    ctx.update({"run": job is not None, "oob": False, "settings_open": False})
     if job is not None:
         ctx.update(run_context(request, job, upto))
     return ctx
@@ -593,7 +600,11 @@ def train_page(request: Request) -> Response:
     if wants_fragment(request):
         headers["HX-Push-Url"] = setup.url() if not setup.errors else str(request.url.path) + "?" + request.url.query
     block = {"train-summary": "summary", "train-setup": "setup"}.get(target or "", "content")
-    return render(request, "train.html", page_context(request, setup), fragment=block, headers=headers,
+    ctx = page_context(request, setup)
+    # The summary's swap carries the one-line setup too; a new dataset keeps the settings open.
+    if wants_fragment(request):
+        ctx.update({"oob": block == "summary", "settings_open": block == "setup"})
+    return render(request, "train.html", ctx, fragment=block, headers=headers,
                   status_code=page_status(request, setup.errors))
 
 
@@ -679,49 +690,64 @@ def next_shown(records: list[Mapping[str, Any]], shown: int) -> int:
     return ahead[min(step, len(ahead)) - 1]["seq"]
 
 
-def sse_event(name: str, html: str) -> str:
-    data = "\n".join("data: " + line for line in html.splitlines() or [""])
-    return f"event: {name}\n{data}\n\n"
+def _resume_from(last_id: str | None) -> int:
+    """The record shown last before a reconnect (the events' ``id``), or 0: from the start."""
+    return int(last_id) if last_id and last_id.isdigit() and len(last_id) < 12 else 0
 
 
 @router.get("/train/jobs/{job_id}/events", name="train_events", responses={
     200: {"content": {"text/event-stream": {}}, "description": "`progress` events with the run's HTML, then `done`"},
-    **page_errors(404)})
+    429: {"description": "too many event streams open"}})
 async def train_events(request: Request, job_id: str) -> StreamingResponse:
     """Server-sent events: ``progress`` with the HTML of ``#train-live`` whenever the run
-    changed (at most MAX_UPDATES_PER_SECOND), then one ``done`` when it has ended."""
-    job = find_job(request, job_id)
-    jobs = runner(request)
+    changed (at most MAX_UPDATES_PER_SECOND), then one ``done`` when it has ended. Each
+    event's ``id`` is the last record it shows: a reconnecting browser resumes there.
 
-    async def stream() -> AsyncIterator[str]:
+    A run this browser does not have (any more: the server was restarted, or it expired)
+    gets one ``done`` saying so, and so does every run when the server stops."""
+    sid = session_id(request)
+    try:
+        job = find_job(request, job_id)
+    except jobs_module.JobNotFound:
+        job = None
+    jobs = runner(request)
+    locale = request_locale(request)
+    shown = 0  # the records shown so far: those with seq <= shown
+
+    def ended(reason: str) -> Event:
+        notice = render_text(request, "_train_ended.html", {"reason": reason})
+        return Event("done", notice if job is None else notice + live_html(request, job, shown))
+
+    async def produce(last_id: str | None) -> AsyncIterator[Event]:
         # Polling costs nothing and holds no worker thread per watching student
         # (Job.wait_for_change would block one).
-        shown = 0  # the records shown so far: those with seq <= shown
+        nonlocal shown
+        if job is None:
+            yield ended("gone")
+            return
+        shown = _resume_from(last_id)
         sent = None
-        quiet = 0.0
-        while not await request.is_disconnected():
+        while True:
             jobs.touch(job.session)  # someone watches: the job is not abandoned
+            # The version before the status: a job ending in between changes the version
+            # again, so its ``done`` comes at the next poll instead of never.
+            version = job.version
             records = job.records
             finished = job.status in FINISHED
             shown = next_shown(records, shown)
             caught_up = not records or shown >= records[-1]["seq"]
-            state = (shown, job.version if caught_up else None)
+            state = (shown, version if caught_up else None)
             if state != sent:
                 sent = state
-                html = await run_in_threadpool(live_html, request, job, shown)
+                # Every stream of this job that reaches the same update shares one render.
+                html = await shared_render(job, state, locale, functools.partial(live_html, request, job, shown))
                 done = finished and caught_up
-                yield sse_event("done" if done else "progress", html)
+                yield Event("done" if done else "progress", html, id=str(shown))
                 if done:
                     return
-                quiet = 0.0
-            elif quiet >= KEEPALIVE_SECONDS:
-                yield ": keep-alive\n\n"
-                quiet = 0.0
             await asyncio.sleep(1 / MAX_UPDATES_PER_SECOND)
-            quiet += 1 / MAX_UPDATES_PER_SECOND
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    return event_stream(request, produce, lambda: ended("stopping"), session=sid)
 
 
 def parse_grid(text: str, side: int) -> list[list[float]]:
@@ -741,11 +767,8 @@ def parse_grid(text: str, side: int) -> list[list[float]]:
 def map_ranges(layer: Mapping[str, Any]) -> list[dict[str, str]]:
     """Each channel's smallest and largest value, for its picture's text alternative."""
     values = np.asarray(layer["values"], dtype=np.float64)
-
-    def short(v: float) -> str:  # three significant digits, a true minus sign
-        return f"{v:.3g}".replace("-", "\u2212")
-
-    return [{"min": short(float(channel.min())), "max": short(float(channel.max()))} for channel in values]
+    return [{"min": numfmt.significant(float(channel.min()), 3), "max": numfmt.significant(float(channel.max()), 3)}
+            for channel in values]
 
 
 def map_pictures(layer: Mapping[str, Any]) -> list[str]:
@@ -756,17 +779,19 @@ def map_pictures(layer: Mapping[str, Any]) -> list[str]:
     return [png_data_uri(channel, diverging, scale) for channel in values]
 
 
-def prediction_context(result: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+def prediction_context(result: Mapping[str, Any], dataset: str, labels: list[str]) -> dict[str, Any]:
+    """``labels``: the shown layers' names (shown_layer_labels), in the order of result["layers"]."""
     probabilities = [float(p) for p in result["probabilities"]]
     label = int(result["label"])
-    bars = [{"digit": d, "p": p, "percent": f"{100 * p:.1f}", "width": max(0.0, min(100.0, 100 * p)),
+    bars = [{"digit": d, "p": p, "percent": numbers.pct(p), "width": max(0.0, min(100.0, 100 * p)),
              "top": d == label} for d, p in enumerate(probabilities)]
     maps = []
-    for layer in result.get("layers", [])[:-1]:  # the last layer's output is the scores: the bars show them
+    # the last layer's output is the scores: the bars show them
+    for layer, name in zip(result.get("layers", [])[:-1], labels):
         values = np.asarray(layer["values"])
         if values.ndim != 3:
             continue
-        maps.append({"layer": layer["layer"], "shape": "×".join(str(d) for d in layer["shape"]),
+        maps.append({"layer": name, "shape": "×".join(str(d) for d in layer["shape"]),
                      "pictures": map_pictures(layer), "ranges": map_ranges(layer)})
     return {"bars": bars, "label": label, "true_label": result.get("true_label"),
             "input": png_data_uri(np.asarray(result["input"]), False), "maps": maps,
@@ -797,7 +822,7 @@ async def train_predict(request: Request, job_id: str) -> Response:
             result = jobs_module.predict(job, grid, test_index=test_index)  # a JobError answers itself
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        ctx = prediction_context({**result, "test_index": test_index}, dataset)
+        ctx = prediction_context({**result, "test_index": test_index}, dataset, shown_layer_labels(job.model))
         return render(request, "_train_prediction.html", ctx, fragment=None)
 
     return await run_in_threadpool(make)
@@ -816,7 +841,7 @@ async def train_load(request: Request) -> Response:
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise InputError(_("Choose a .npz file saved from this page."))
-    cap = settings_for(request.app).max_upload_bytes  # the same cap as /api/train/load
+    cap = model_file_limit()  # the same cap as /api/train/load
     data = await upload.read(cap + 1)
     try:
         job = await run_in_threadpool(jobs_module.load_npz, session_id(request), data, max_bytes=cap)

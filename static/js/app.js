@@ -1,8 +1,10 @@
 /* CNN Lab: the little JavaScript every page shares.
  *
  * Projector mode: large type and high contrast for a classroom projector. The choice is kept
- * in localStorage so it survives reloads and page changes. This file is loaded in <head>
- * without `defer` so the class is on <html> before the first paint (no flash of small text).
+ * in localStorage so it survives reloads and page changes. `?present=1` in any address turns it
+ * on (`?present=0` off) and remembers that, so a bookmark opens the lesson in projector mode; the
+ * key P toggles it (not while typing in a form field). This file is loaded in <head> without
+ * `defer` so the class is on <html> before the first paint (no flash of small text).
  */
 (function () {
   "use strict";
@@ -41,10 +43,32 @@
     applyProjector(on);
   }
 
-  applyProjector(remembered());
+  /* ?present=1 or ?present=0 in the address wins and is remembered, as the button's choice is. */
+  function initial() {
+    var asked = new URLSearchParams(window.location.search).get("present");
+    if (asked === "1" || asked === "0") {
+      remember(asked === "1");
+      return asked === "1";
+    }
+    return remembered();
+  }
+
+  function isTyping(el) {
+    var tag = el && el.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || Boolean(el && el.isContentEditable);
+  }
+
+  applyProjector(initial());
+
+  document.addEventListener("keydown", function (event) {
+    if ((event.key === "p" || event.key === "P") && !event.altKey && !event.ctrlKey && !event.metaKey &&
+        !isTyping(event.target)) {
+      toggleProjector();
+    }
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
-    applyProjector(remembered());
+    applyProjector(root.classList.contains("projector"));
     var button = document.getElementById("projector-toggle");
     if (button) {
       button.addEventListener("click", toggleProjector);

@@ -1,7 +1,8 @@
 /* CNN Lab: what only the convolution page needs on top of static/js/stepper.js (keyboard,
  * play/pause and speed of the #conv-stepper form): colour-coded terms that light up together,
  * a click on a large output picture jumping to that cell, the kernel-size slider's number,
- * and the upload form following the address htmx pushes.
+ * the upload form following the address htmx pushes, and in projector mode the stepper
+ * scrolled to the top of the screen.
  */
 (function () {
   "use strict";
@@ -76,6 +77,31 @@
     highlight(event, false);
   });
 
+  /* ---------- projector mode: the stepper is the first screen ---------- */
+
+  // In projector mode the stepper, sum included, is sized to fill the screen: a page opened
+  // there, or a picture just uploaded from the settings below, shows it from its top, or from
+  // the class bar above it in a class (static/js/classroom.js puts it in #class-slot).
+  function stepperToTop() {
+    var top = byId("class-slot") || byId("conv-stepper");
+    if (top && byId("conv-stepper") && document.documentElement.classList.contains("projector")) {
+      top.scrollIntoView({ block: "start" });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", stepperToTop);
+  document.addEventListener("cnnlab:classbar", stepperToTop);
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var config = event.detail && event.detail.requestConfig;
+    if (config && config.elt && config.elt.id === "conv-upload") {
+      stepperToTop();
+    }
+  });
+
   document.addEventListener("htmx:pushedIntoHistory", followAddress);
   document.addEventListener("htmx:replacedInHistory", followAddress);
+  // The page as loaded (its step is not part of the settings) and a swap that keeps the address
+  // (a refused upload) must bring back this view too.
+  document.addEventListener("DOMContentLoaded", followAddress);
+  document.addEventListener("htmx:afterSettle", followAddress);
 })();

@@ -1,12 +1,13 @@
 /* CNN Lab: the drawing pad of /train.
  *
  * A <canvas data-draw-pad data-grid="28"> inside a form with a hidden input[name=grid].
- * Mouse, touch and pen all arrive as Pointer Events. When a stroke ends, the drawing is
- * turned into the grid the network reads, the way MNIST was prepared: the ink's bounding box
- * is scaled (aspect kept) to fit a 20×20 box (8×8 digits: the whole 8×8) and centred, the
- * result averaged down to grid × grid values from 0 (paper) to 1 (ink). The grid is written
- * into the hidden input as comma-separated numbers, row by row, and the form is submitted
- * (htmx posts it and swaps in the probabilities).
+ * Mouse, touch and pen all arrive as Pointer Events. The pad keeps the pen's path; when a
+ * stroke ends, the path is drawn again into the grid the network reads, the way its dataset
+ * was made (toGrid below), and the grid is written into the hidden input as comma-separated
+ * numbers from 0 (paper) to 1 (ink), row by row, and the form is submitted (htmx posts it
+ * and swaps in the probabilities). Drawing the path again, rather than shrinking the pad's
+ * pixels, gives every drawing the dataset's stroke width, however small or large it was
+ * drawn and however thick the pad's pen looks.
  *
  * The keyboard draws too (the pad is focusable): the arrow keys move a pen over a 14×14
  * lattice (28×28 with Shift), drawing while it is down; Space lifts or lowers it; Enter reads
@@ -15,64 +16,137 @@
 (function () {
   "use strict";
 
-  // Pen width as a fraction of the pad's side: about as thick as a digit's stroke in MNIST.
+  // The pen the person sees, as a fraction of the pad's side.
   var PEN_FRACTION = 0.075;
 
-  function inkBox(ctx, size) {
-    var data = ctx.getImageData(0, 0, size, size).data;
-    var top = size, left = size, bottom = -1, right = -1;
-    for (var y = 0; y < size; y++) {
-      for (var x = 0; x < size; x++) {
-        if (data[(y * size + x) * 4 + 3] > 0) {
-          if (y < top) top = y;
-          if (y > bottom) bottom = y;
-          if (x < left) left = x;
-          if (x > right) right = x;
-        }
-      }
-    }
-    return bottom < 0 ? null : { x: left, y: top, w: right - left + 1, h: bottom - top + 1 };
+  // MNIST (LeCun et al.): each digit's box scaled, aspect kept, to fit 20×20 with grey
+  // anti-aliased edges, then placed in 28×28 so that its centre of mass (grey levels as
+  // weights) is at pixel (14, 14). Its strokes are about 2.5 pixels wide.
+  var MNIST = { grid: 28, box: 20, pen: 2.5, centre: 14, scale: 10 };
+  // 8×8 digits (UCI optical digits, NIST's preparation): each digit scaled, aspect kept, to
+  // fit a 32×32 black-and-white bitmap, its strokes thickened or thinned so that ink covers
+  // about 30 % of it (in the dataset every digit, a 1 as much as an 8, averages 30 %), then
+  // the ink pixels counted in each 4×4 block: 0..16, divided by 16.
+  var DIGITS = { grid: 8, bitmap: 32, ink: 0.305, minPen: 1.5, maxPen: 12 };
+
+  function pathBox(segments) {
+    var box = { left: Infinity, top: Infinity, right: -Infinity, bottom: -Infinity };
+    segments.forEach(function (s) {
+      box.left = Math.min(box.left, s[0], s[2]);
+      box.right = Math.max(box.right, s[0], s[2]);
+      box.top = Math.min(box.top, s[1], s[3]);
+      box.bottom = Math.max(box.bottom, s[1], s[3]);
+    });
+    box.w = box.right - box.left;
+    box.h = box.bottom - box.top;
+    return box;
   }
 
-  // The pad's ink → grid × grid values in [0, 1], row-major; null when nothing is drawn.
-  function toGrid(canvas, grid) {
-    var ctx = canvas.getContext("2d", { willReadFrequently: true });
-    var box = inkBox(ctx, canvas.width);
-    if (!box) {
-      return null;
-    }
-    // Draw the ink box, scaled, into a large intermediate square first, then average blocks:
-    // a browser's own downscaling may skip pixels.
-    var fit = grid === 28 ? 20 : grid;
-    var scale = 10;
-    var side = grid * scale;
+  // The path drawn into a side × side square with a round pen `pen` pixels wide: the box
+  // scaled by k, its corner at (x, y). Returns the ink (alpha 0..255) of every pixel.
+  function render(segments, box, side, k, x, y, pen) {
     var work = document.createElement("canvas");
     work.width = side;
     work.height = side;
-    var wctx = work.getContext("2d", { willReadFrequently: true });
-    var k = (fit * scale) / Math.max(box.w, box.h);
-    var dw = box.w * k;
-    var dh = box.h * k;
-    wctx.drawImage(canvas, box.x, box.y, box.w, box.h, (side - dw) / 2, (side - dh) / 2, dw, dh);
-    var data = wctx.getImageData(0, 0, side, side).data;
+    var ctx = work.getContext("2d", { willReadFrequently: true });
+    ctx.lineWidth = pen;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.beginPath();
+    segments.forEach(function (s) {
+      ctx.moveTo(x + (s[0] - box.left) * k, y + (s[1] - box.top) * k);
+      ctx.lineTo(x + (s[2] - box.left) * k, y + (s[3] - box.top) * k);
+    });
+    ctx.stroke();
+    var rgba = ctx.getImageData(0, 0, side, side).data;
+    var alpha = new Float64Array(side * side);
+    for (var i = 0; i < alpha.length; i++) alpha[i] = rgba[i * 4 + 3];
+    return alpha;
+  }
+
+  // The box scaled by k, centred in a side × side square: its top-left corner.
+  function centred(box, side, k) {
+    return { x: (side - box.w * k) / 2, y: (side - box.h * k) / 2 };
+  }
+
+  // Mean ink of each block × block square: grid × grid values in [0, 1], row-major.
+  function blocks(alpha, grid, block, ink) {
+    var side = grid * block;
     var values = [];
-    var peak = 0;
     for (var r = 0; r < grid; r++) {
       for (var c = 0; c < grid; c++) {
         var sum = 0;
-        for (var y = r * scale; y < (r + 1) * scale; y++) {
-          for (var x = c * scale; x < (c + 1) * scale; x++) {
-            sum += data[(y * side + x) * 4 + 3];
+        for (var y = r * block; y < (r + 1) * block; y++) {
+          for (var x = c * block; x < (c + 1) * block; x++) {
+            sum += ink(alpha[y * side + x]);
           }
         }
-        var v = sum / (scale * scale * 255);
-        peak = Math.max(peak, v);
-        values.push(v);
+        values.push(sum / (block * block));
       }
     }
-    // The datasets' strokes reach full ink; a thin stroke averaged down would not.
+    return values;
+  }
+
+  function grey(a) {
+    return a / 255;
+  }
+
+  function bit(a) {
+    return a >= 128 ? 1 : 0;
+  }
+
+  function toMnist(segments, box) {
+    var m = MNIST;
+    var side = m.grid * m.scale;
+    var pen = m.pen * m.scale;
+    var k = (m.box * m.scale - pen) / Math.max(box.w, box.h, 1e-9);
+    var at = centred(box, side, k);
+    var values = blocks(render(segments, box, side, k, at.x, at.y, pen), m.grid, m.scale, grey);
+    var mass = 0, rows = 0, cols = 0;
+    values.forEach(function (v, i) {
+      mass += v;
+      rows += v * Math.floor(i / m.grid);
+      cols += v * (i % m.grid);
+    });
+    // Move the centre of mass onto (14, 14), to the nearest tenth of a pixel.
+    var dx = Math.round((m.centre - cols / mass) * m.scale);
+    var dy = Math.round((m.centre - rows / mass) * m.scale);
+    values = blocks(render(segments, box, side, k, at.x + dx, at.y + dy, pen), m.grid, m.scale, grey);
+    // The dataset's strokes reach full ink in their middle.
+    var peak = Math.max.apply(null, values);
     return values.map(function (v) {
-      return (peak > 0 ? Math.min(1, v / peak) : 0).toFixed(3);
+      return Math.min(1, v / peak);
+    });
+  }
+
+  function toDigits(segments, box) {
+    var d = DIGITS;
+    var area = d.bitmap * d.bitmap;
+    var lo = d.minPen, hi = d.maxPen, bitmap = null;
+    // Bisect the pen width until the ink covers the dataset's share of the bitmap.
+    for (var i = 0; i < 12; i++) {
+      var pen = (lo + hi) / 2;
+      var k = (d.bitmap - pen) / Math.max(box.w, box.h, 1e-9);
+      var at = centred(box, d.bitmap, k);
+      bitmap = render(segments, box, d.bitmap, k, at.x, at.y, pen);
+      var ink = 0;
+      for (var j = 0; j < area; j++) ink += bit(bitmap[j]);
+      if (ink / area < d.ink) lo = pen;
+      else hi = pen;
+    }
+    return blocks(bitmap, d.grid, d.bitmap / d.grid, bit);
+  }
+
+  // The pen's path (segments [x0, y0, x1, y1] in pad pixels) → grid × grid values in
+  // [0, 1], row-major, prepared like the dataset of that size; null when nothing is drawn.
+  function toGrid(segments, grid) {
+    if (!segments.length) {
+      return null;
+    }
+    var box = pathBox(segments);
+    var values = grid === MNIST.grid ? toMnist(segments, box) : toDigits(segments, box);
+    return values.map(function (v) {
+      return v.toFixed(4);
     });
   }
 
@@ -87,6 +161,7 @@
     var ctx = canvas.getContext("2d", { willReadFrequently: true });
     var drawing = false;
     var last = null;
+    var segments = []; // the pen's path since the pad was cleared: [x0, y0, x1, y1] each
 
     function point(event) {
       var rect = canvas.getBoundingClientRect();
@@ -97,6 +172,7 @@
     }
 
     function stroke(from, to) {
+      segments.push([from.x, from.y, to.x, to.y]);
       ctx.lineWidth = canvas.width * PEN_FRACTION;
       ctx.lineCap = "round";
       ctx.lineJoin = "round";
@@ -124,7 +200,7 @@
     function finish() {
       if (!drawing) return;
       drawing = false;
-      var values = toGrid(canvas, grid);
+      var values = toGrid(segments, grid);
       if (values) {
         input.value = values.join(",");
         form.requestSubmit();
@@ -195,6 +271,7 @@
     if (clear) {
       clear.addEventListener("click", function () {
         ctx.clearRect(0, 0, canvas.width, canvas.height);
+        segments = [];
         input.value = "";
         var out = document.getElementById(form.dataset.result);
         if (out) out.replaceChildren();

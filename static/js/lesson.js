@@ -1,6 +1,8 @@
 /* CNN Lab: walking the lesson with the keyboard. PageDown follows the page's "next section"
  * link (a[rel=next] in .lesson-nav), PageUp the "previous" one, so a teaching assistant can
  * go through the whole session without the mouse. Keys typed in a form field are left alone.
+ * A page holding two sections (/pipeline: 5 at #backprop, 8 at #loss) has a .lesson-nav per
+ * section: the one whose data-anchor is the address's #fragment is followed, else the first.
  * Also: after htmx pushes a new address (a changed setting), the language links follow it,
  * so switching language keeps the view.
  */
@@ -34,7 +36,10 @@
     if (!rel || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey || isTyping(event.target)) {
       return;
     }
-    var link = document.querySelector('.lesson-nav a[rel="' + rel + '"]');
+    var anchor = window.location.hash.slice(1);
+    var nav = (anchor && document.querySelector('.lesson-nav[data-anchor="' + CSS.escape(anchor) + '"]')) ||
+      document.querySelector(".lesson-nav");
+    var link = nav && nav.querySelector('a[rel="' + rel + '"]');
     if (link) {
       event.preventDefault();
       window.location.assign(link.href);

@@ -2,7 +2,10 @@
  *
  * - The optimizer's own fields (momentum; Adam's β₁, β₂) show only for that optimizer.
  * - The Stop button hides once the run has ended (the live part, streamed by server-sent
- *   events through htmx's SSE extension, says so with data-status).
+ *   events through htmx's SSE extension, says so with data-status), or once its stream has
+ *   ended without it (the server stopped, or no longer has the run: data-stream-ended).
+ * - A run's own page (/train/jobs/…) opens on the run: progress and curves fill the screen.
+ *   (A run started here is scrolled there by its swap, hx-swap="outerHTML show:top".)
  * The drawing pad lives in draw.js.
  */
 (function () {
@@ -20,15 +23,23 @@
 
   function syncStop() {
     var status = document.querySelector("#train-live .train-status");
+    var ended = document.querySelector("#train-live [data-stream-ended]");
     var stop = document.getElementById("train-stop");
-    if (status && stop) {
-      stop.hidden = FINISHED[status.dataset.status] === true;
+    if (stop && (status || ended)) {
+      stop.hidden = ended !== null || FINISHED[status.dataset.status] === true;
     }
   }
 
   document.addEventListener("change", function (event) {
     if (event.target.name === "optimizer") {
       showOptimizerFields(event.target.form);
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var run = document.getElementById("train-run");
+    if (run && document.getElementById("train-stream") && !window.location.hash) {
+      run.scrollIntoView({ block: "start" });
     }
   });
 
