@@ -15,6 +15,8 @@ training (8×8 digits, 3 epochs) per size. Screenshots go to ``shots_dir``.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pagecheck import assert_clean, assert_on_first_screen, no_horizontal_scroll, projector_on, save_shot, translated
 from playwright.sync_api import expect
@@ -75,7 +77,7 @@ def train_on_the_projector(page, live_server, shots_dir, size: str) -> None:
     expect(page.locator("#train-test-acc")).to_have_text(page.locator("#train-final-acc").inner_text())
     save_shot(page, shots_dir, f"projector-train-after-{size}.png")
     # The run's own address, opened again, opens on the run.
-    assert "/train/jobs/" in page.url
+    expect(page).to_have_url(re.compile(r"/train/jobs/"))
     goto(page, page.url)
     readable(page, *RUN_PARTS, "#train-test-acc")
 
