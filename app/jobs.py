@@ -233,6 +233,7 @@ class Job:
     def __init__(self, session: str, spec: TrainSpec, *, clock=time.monotonic) -> None:
         self.id = secrets.token_urlsafe(12)
         self.session = session
+        self.address: str | None = None  # the client's, for the per-address cap (JobRunner.submit)
         self.spec = spec
         self.status = "queued"
         self._clock = clock
@@ -380,8 +381,10 @@ class JobRunner:
 
     # -- the interface ------------------------------------------------------------
 
-    def submit(self, session: str, spec: TrainSpec) -> Job:
-        """Start ``spec`` now if a slot is free, else queue it; JobLimitError when full."""
+    def submit(self, session: str, spec: TrainSpec, address: str | None = None) -> Job:
+        """Start ``spec`` now if a slot is free, else queue it; JobLimitError when full, or when
+        the session or the client ``address`` already has as many unfinished jobs as it may
+        (an address never holds every place: a script that drops its cookie cannot fill them)."""
         s = self.settings
         with self._lock:
             if self._closed:
@@ -392,12 +395,17 @@ class JobRunner:
             if len(mine) >= s.max_jobs_per_session:
                 raise JobLimitError(gettext("You already have %(n)s trainings running or waiting; stop one or wait "
                                             "for it to finish.") % {"n": len(mine)})
+            if address is not None and sum(1 for j in self._jobs.values()
+                                           if j.address == address and j.status in ACTIVE) >= s.max_jobs_per_address:
+                raise JobLimitError(gettext("Your network already has %(n)s trainings running or waiting; wait for "
+                                            "one to finish.") % {"n": s.max_jobs_per_address})
             running = sum(1 for j in self._jobs.values() if j.status == "running")
             if running >= s.max_running_jobs and len(self._queue) >= s.max_queued_jobs:
                 raise JobLimitError(gettext("The server is busy: %(running)s trainings are running and %(queued)s are "
                                             "waiting. Try again in a minute.")
                                     % {"running": running, "queued": len(self._queue)})
             job = Job(session, spec, clock=self._clock)
+            job.address = address
             self._jobs[job.id] = job
             self._queue.append(job)
             self._dispatch()

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_running_jobs: int = Field(default=2, ge=1)
     max_queued_jobs: int = Field(default=8, ge=0)
     max_jobs_per_session: int = Field(default=3, ge=1)
+    # Unfinished trainings per client address: half the places (running + waiting), so one
+    # address — a script that drops its cookie, or a whole class behind one NAT — never holds
+    # them all.
+    max_jobs_per_address: int = Field(default=5, ge=1)
     job_time_cap_seconds: float = Field(default=120.0, gt=0)
     # A job nobody has asked about (page, poll or event stream) for this long is stopped.
     job_abandon_seconds: float = Field(default=60.0, gt=0)

@@ -134,6 +134,21 @@ def test_one_session_may_not_hog_the_machine(english):
         assert finish(other).status == "done"
 
 
+def test_one_address_may_not_hold_every_place(english):
+    """Fresh sessions (a script that drops its cookie) from one address stop at its cap; the
+    rest of the places stay for other addresses."""
+    with JobRunner(Settings(max_jobs_per_session=3, max_jobs_per_address=2, max_running_jobs=1)) as runner:
+        first = runner.submit("s1", long_spec(), "127.0.0.2")
+        runner.submit("s2", long_spec(), "127.0.0.2")
+        with pytest.raises(JobLimitError, match="network already has 2"):
+            runner.submit("s3", spec(), "127.0.0.2")
+        other = runner.submit("s4", spec(), "127.0.0.3")
+        assert other.status in ("queued", "running")
+        runner.cancel("s1", first.id)
+        assert finish(first).status == "stopped"  # a finished job no longer counts
+        runner.submit("s5", spec(), "127.0.0.2")
+
+
 def test_cancel_a_queued_job_takes_it_out_of_line(english):
     with JobRunner(Settings(max_running_jobs=1)) as runner:
         first = runner.submit("a", long_spec())

@@ -303,6 +303,13 @@ def build_pool_stepper(view: PoolView) -> dict:
     out = view.out
     _C, Ho, Wo = out.shape
     window = {(r, q) for r in st.window_rows for q in st.window_cols}
+    # Projector mode keeps the rows and columns near the window (and the current output cell),
+    # with the input's row and column numbers, as /conv does (.is-far is hidden there).
+    near_rows = conv_view.near_band(H, min(st.window_rows), max(st.window_rows), conv_view.NEAR_SIDE)
+    near_cols = conv_view.near_band(W, min(st.window_cols), max(st.window_cols), conv_view.NEAR_SIDE)
+    out_rows, out_cols = conv_view.near_band(Ho, st.row, st.row, 5), conv_view.near_band(Wo, st.col, st.col, 5)
+    banded = near_rows is not None or near_cols is not None
+    heads = [{"label": str(q + 1), "far": near_cols is not None and q not in near_cols} for q in range(W)] if banded else None
     inputs = []
     in_decimals, out_decimals = grid_decimals(x), grid_decimals(out)
     for c in range(C):
@@ -312,10 +319,10 @@ def build_pool_stepper(view: PoolView) -> dict:
             for q in range(W):
                 here = c == st.channel and (r, q) in window
                 row.append({"text": cell_text(x[c, r, q], in_decimals), "window": here, "winner": here and st.winner == (r, q),
-                            "title": format_number(x[c, r, q].item())})
-            rows.append(row)
+                            "title": format_number(x[c, r, q].item()), "far": near_cols is not None and q not in near_cols})
+            rows.append({"cells": row, "label": str(r + 1), "far": near_rows is not None and r not in near_rows})
         inputs.append({"c": c, "name": view.src.names[c] if view.src.names else "", "rows": rows,
-                       "active": c == st.channel})
+                       "active": c == st.channel, "heads": heads})
     maps = []
     for c in range(C):
         rows = []
@@ -327,8 +334,8 @@ def build_pool_stepper(view: PoolView) -> dict:
                 value = out[c, r, q].item()
                 row.append({"step": k, "row": r, "col": q, "status": status,
                             "text": cell_text(value, out_decimals) if status != "todo" else "",
-                            "full": format_number(value)})
-            rows.append(row)
+                            "full": format_number(value), "far": out_cols is not None and q not in out_cols})
+            rows.append({"cells": row, "far": out_rows is not None and r not in out_rows})
         maps.append({"c": c, "name": view.src.names[c] if view.src.names else "", "rows": rows, "active": c == st.channel})
     return {"step": st.step, "steps": st.steps, "last": st.steps - 1, "row": st.row, "col": st.col, "channel": st.channel,
             "C": C, "H": H, "W": W, "Ho": Ho, "Wo": Wo, "inputs": inputs, "maps": maps, "text": st.text,

@@ -32,7 +32,7 @@ from app.jobs import (
     load_npz,
     predict,
 )
-from app.ratelimit import limit
+from app.ratelimit import address_key, limit
 from app.session import session_id
 
 router = APIRouter(prefix="/api/train", tags=["train"])
@@ -94,7 +94,7 @@ class JobList(BaseModel):
 def start(spec: TrainSpec, request: Request) -> JobCreated:
     """Start training ``spec`` (``{"dataset": "digits"}`` alone trains the default model)."""
     limit(request, "trainings")
-    job = runner_for(request).submit(session_id(request), spec)
+    job = runner_for(request).submit(session_id(request), spec, address_key(request))
     return JobCreated(id=job.id, status=job.status, queue_position=job.queue_position)
 
 

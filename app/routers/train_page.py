@@ -51,7 +51,7 @@ from app.i18n import N_
 from app.i18n import gettext as _
 from app.layer_names import ACTIVATION_NAMES, LAYER_NAMES, layer_detail, layer_label
 from app.lesson import nav_context
-from app.ratelimit import limit
+from app.ratelimit import address_key, limit
 from app.routers.train_live import shared_render
 from app.session import session_id
 from app.templating import base_context, env, render, render_text, request_locale, wants_fragment
@@ -619,7 +619,7 @@ async def train_start(request: Request) -> Response:
         return _problem(request, title, list(setup.errors.values()), page_status(request, True))
     try:
         limit(request, "trainings")  # too many starts in a short time: 429, said in the run panel
-        job = runner(request).submit(session_id(request), setup.spec)  # a JobError is an InputError
+        job = runner(request).submit(session_id(request), setup.spec, address_key(request))  # a JobError is an InputError
     except InputError as exc:
         return _problem(request, title, [exc.message], page_status(request, True, exc.status_code))
     if not wants_fragment(request):
