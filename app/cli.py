@@ -25,7 +25,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from app.main import app
     from app.server import make_server
 
-    make_server(app, args.host, args.port).run()
+    try:
+        make_server(app, args.host, args.port).run()
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has shut down cleanly
+        pass
 
 
 if __name__ == "__main__":

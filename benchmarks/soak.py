@@ -1,17 +1,25 @@
 """Soak: a class on every page for minutes, with trainings running and uploads mixed in.
 
     python benchmarks/soak.py [--duration 120] [--students 60] [--trainers 4] [--running 4]
-                              [--check-cleanup] [--quick] [--seed 0] [--json PATH]
+                              [--per-address 3] [--no-attacker] [--check-cleanup] [--quick]
+                              [--seed 0] [--json PATH]
 
 What it does, on loopback only, and it stops by itself (one run ≈ duration + 10 s, plus
 ~35 s with ``--check-cleanup``):
 
-1. Starts the real server as a subprocess on a free port: ``python -m uvicorn app.main:app``,
-   one worker, access log on, as ``cnnlab`` runs it, with its own upload folder and at most
-   ``--running`` trainings at once (``CNNLAB_MAX_RUNNING_JOBS``; the default 4 keeps four
-   training processes busy on two cores). Every other setting is the default, rate limits
-   included.
-2. ``--students`` students, each with a session of its own (its own cookies), pick an
+1. Starts the real server as a subprocess on a free port, as ``cnnlab`` runs it (app/server.py:
+   one uvicorn worker with read timeouts and connection caps; access log on), with its own
+   upload and data folders and at most ``--running`` trainings at once
+   (``CNNLAB_MAX_RUNNING_JOBS``; the default 4 keeps four training processes busy on two
+   cores). Every other setting is the default, rate limits included.
+2. Every simulated person has a loopback source address (the server listens on 127.0.0.1),
+   so per-address limits see a room, not one client: ``--per-address`` students share each
+   of 127.0.0.2, 127.0.0.3, … (phones behind a school's Wi-Fi), each trainer has one of
+   127.0.1.x, the assistant 127.0.2.1, the attacker 127.0.3.1.
+3. An assistant starts a class (benchmarks/_soak_class.py), keeps its projector's event
+   stream open and, until the end, shows a step of the seed convolution, asks what comes
+   next, reads the histogram, reveals the answer and closes the question.
+4. ``--students`` students, each with a session of its own (its own cookies), pick an
    activity, do it, and think 1–3 s, until ``--duration`` is over. Activities cover every
    page: ``/``, ``/grid``, ``/local``, ``/conv?preset=seed`` and then its step requests
    (``HX-Request``, the stepper form's hidden state, as htmx sends them), ``/conv`` on a
@@ -19,26 +27,38 @@ What it does, on loopback only, and it stops by itself (one run ≈ duration + 1
    ``/train``, ``/practice`` and ``/class`` when the app has them, the JSON API
    (``/api/conv``, ``/api/pool``, ``/api/softmax``) and uploads: a small PNG or JPEG made
    with Pillow, sent to ``/api/images`` (then viewed in ``/conv`` and as
-   ``/images/<id>.png``) or through the /conv page's upload form.
-3. ``--trainers`` simulated trainers start trainings and follow them to the end, then ask
+   ``/images/<id>.png``) or through the /conv page's upload form; and the class: its follow
+   page, its screen (event stream) for a few seconds, and an answer to an open question (a
+   409 when the assistant closed it meanwhile is expected, counted apart).
+5. ``--trainers`` simulated trainers start trainings and follow them to the end, then ask
    the model for a prediction and start again: half MNIST (which keeps the cores busy),
    half the 8×8 digits; half through the JSON API and its event stream
    (``/api/train/<id>/events``), half through the /train page's form and its event stream.
    Starts are rate-limited per session, so each trainer has three sessions and moves to
    the next one on a 429 (counted apart, as expected).
-4. Samples the memory every 0.5 s from ``/proc``: the server's ``VmRSS`` and ``VmHWM``
+6. One attacker (``--no-attacker`` leaves it out) cycles through issue 12's attacks at a
+   modest rate, each bounded in count, until the end: cookie-less joins of the class each
+   answering 666, cookie-less ``POST /class``, guessed class codes, cookie-less uploads
+   (1024² noise) and training starts, ``/api/conv`` with 64 kernels of 15×15 and padding 64
+   on a 1024² upload, a 16 MB ``/predict`` body, 100k nested ``[`` as JSON, and idle and
+   half-sent sockets. Its refusals (400, 403, 404, 409, 413, 414, 422, 429) are counted
+   apart, by status; a 5xx, a timeout, a dropped connection or a socket still open 25 s
+   later (past every read timeout) is an error.
+7. Samples the memory every 0.5 s from ``/proc``: the server's ``VmRSS`` and ``VmHWM``
    (peak), and those of every training process it starts (children of the server). The
    server grows while its caches fill, each bounded by bytes: feature maps (192 MB,
    app/conv_view.py), PNGs (48 MB) and pixel arrays (64 MB, app/images.py); with the lesson's
    fixed views the feature maps level off near 90 MB, and new uploads keep adding some.
-5. With ``--check-cleanup`` the server runs with short times to live (uploads and finished
+8. With ``--check-cleanup`` the server runs with short times to live (uploads and finished
    jobs: 20 s); after the load, nothing is asked for a while, then it counts the upload
    files left on disk, the jobs the periodic cleanup forgot (its log lines) and the jobs
    each trainer's session still lists: all must be gone.
 
 Reports requests, errors (non-2xx/3xx answers other than 429, timeouts, connection errors),
-429s apart, p50/p95/p99/max per page, trainings, memory, cleanup. Exit status 1 when
-there was any error, a training failed, or the cleanup left something behind.
+429s apart, p50/p95/p99/max per page, the class's answers (how many were the attacker's
+666), what the attacker got, trainings, memory, cleanup. Exit status 1 when
+there was any error (the attacker's included), a training failed, or the cleanup left
+something behind.
 ``--quick`` is 15 s with 20 students, for development.
 """
 
@@ -65,6 +85,7 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 from _server import StepperForm, free_port, wait_until_up
+from _soak_class import Attacker, AttackStats, Teacher, on_address, visit_class
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,22 +109,19 @@ PCTS = (50, 95, 99)
 # ============================================================================== the server
 
 
-def log_config(path: Path) -> Path:
-    """uvicorn's own logging, plus the app's INFO lines (the cleanup's counts) on stderr."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = json.loads(json.dumps(LOGGING_CONFIG))
-    config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    path.write_text(json.dumps(config))
-    return path
+# The server as ``cnnlab`` runs it (app/cli.py: app/server.py's read timeouts and connection
+# caps), with the app's INFO lines (the cleanup's counts) in its log too.
+SERVE = ("import logging, sys; from app.main import app; from app.server import make_server; "
+         "server = make_server(app, '127.0.0.1', int(sys.argv[1])); "
+         "logging.getLogger('app').setLevel(logging.INFO); server.run()")
 
 
 def start_server(port: int, workdir: Path, args: argparse.Namespace) -> subprocess.Popen:
-    env = {**os.environ, "CNNLAB_UPLOAD_DIR": str(workdir / "uploads"), "CNNLAB_MAX_RUNNING_JOBS": str(args.running)}
+    env = {**os.environ, "CNNLAB_UPLOAD_DIR": str(workdir / "uploads"), "CNNLAB_DATA_DIR": str(workdir / "data"),
+           "CNNLAB_MAX_RUNNING_JOBS": str(args.running)}
     if args.check_cleanup:
         env.update(CNNLAB_UPLOAD_TTL_SECONDS=str(CLEANUP_TTL_S), CNNLAB_JOB_TTL_SECONDS=str(CLEANUP_TTL_S))
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-           "--log-config", str(log_config(workdir / "log.json"))]
+    cmd = [sys.executable, "-c", SERVE, str(port)]
     with open(workdir / "access.log", "wb") as out, open(workdir / "server.log", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
     return wait_until_up(proc, port, log=workdir / "server.log")
@@ -202,6 +220,7 @@ class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     limited: Counter = field(default_factory=Counter)  # 429 per label
+    expected: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # other expected refusals
     examples: list[str] = field(default_factory=list)  # the first few errors, for the report
     trainings: Counter = field(default_factory=Counter)
 
@@ -211,8 +230,9 @@ class Stats:
             self.examples.append(f"{label}: {kind}: {detail[:200]}")
 
     async def request(self, client: httpx.AsyncClient, label: str, method: str, url: str,
-                      **kwargs) -> httpx.Response | None:
-        """One request, timed to its last byte; None when it failed (counted)."""
+                      expect: tuple[int, ...] = (), **kwargs) -> httpx.Response | None:
+        """One request, timed to its last byte; None when it failed (counted). A status in
+        ``expect`` is a refusal a real user meets too (counted apart, like 429s)."""
         t = time.perf_counter()
         try:
             response = await client.request(method, url, **kwargs)
@@ -226,6 +246,8 @@ class Stats:
         self.latencies[label].append(ms)
         if response.status_code == 429:
             self.limited[label] += 1
+        elif response.status_code in expect:
+            self.expected[label][response.status_code] += 1
         elif response.status_code >= 400:
             self.error(label, str(response.status_code), f"{method} {url}: {response.text[:160]}")
             return None
@@ -266,11 +288,12 @@ def picture(rng: random.Random) -> tuple[bytes, str, str]:
 
 
 class Student:
-    def __init__(self, i: int, base: str, stats: Stats, rng: random.Random, extra_pages: list[str]) -> None:
+    def __init__(self, i: int, base: str, address: str, stats: Stats, rng: random.Random, extra_pages: list[str],
+                 class_code: str | None) -> None:
         self.i, self.base, self.stats, self.rng = i, base, stats, rng
-        self.extra_pages = extra_pages
+        self.extra_pages, self.class_code = extra_pages, class_code
         self.client = httpx.AsyncClient(base_url=base, headers=BROWSER, timeout=TIMEOUT_S, follow_redirects=True,
-                                        limits=httpx.Limits(max_connections=2))
+                                        transport=on_address(address, max_connections=2))
 
     async def think(self, span: tuple[float, float] = THINK_S) -> None:
         await asyncio.sleep(self.rng.uniform(*span))
@@ -339,6 +362,8 @@ class Student:
         await asyncio.sleep(self.rng.uniform(0, THINK_S[1]))  # a class does not click in unison
         pages = ["/", "/grid", "/local", "/activation", "/pipeline", "/train", *self.extra_pages]
         actions = [("seed", 3), ("photo", 2), ("pool", 2), ("page", 4), ("api", 3), ("upload", 1)]
+        if self.class_code is not None:
+            actions.append(("class", 2))
         names, weights = zip(*actions)
         try:
             while time.monotonic() < deadline:
@@ -354,6 +379,8 @@ class Student:
                     await self.get(page, page)
                 elif action == "api":
                     await self.api()
+                elif action == "class":
+                    await visit_class(self.client, self.stats, self.class_code, self.rng)
                 else:
                     await self.upload()
                 await asyncio.sleep(min(self.rng.uniform(*THINK_S), max(0.0, deadline - time.monotonic())))
@@ -369,12 +396,12 @@ class Trainer:
 
     SESSIONS = 3
 
-    def __init__(self, i: int, base: str, stats: Stats, rng: random.Random) -> None:
+    def __init__(self, i: int, base: str, address: str, stats: Stats, rng: random.Random) -> None:
         self.i, self.stats, self.rng = i, stats, rng
         self.dataset = "mnist" if i % 2 == 0 else "digits"
         self.page = (i // 2) % 2 == 1  # trainers 2, 3 (and 6, 7 …) use the /train page's form
-        self.clients = [httpx.AsyncClient(base_url=base, headers=BROWSER, timeout=TIMEOUT_S, follow_redirects=True)
-                        for _ in range(self.SESSIONS)]
+        self.clients = [httpx.AsyncClient(base_url=base, headers=BROWSER, timeout=TIMEOUT_S, follow_redirects=True,
+                                          transport=on_address(address)) for _ in range(self.SESSIONS)]
         self.current = 0
 
     @property
@@ -489,6 +516,17 @@ class Trainer:
 # ============================================================================== the run
 
 
+TEACHER_ADDRESS = "127.0.2.1"
+ATTACKER_ADDRESS = "127.0.3.1"
+
+
+def student_address(i: int, per_address: int) -> str:
+    """Students 0 … per_address-1 on 127.0.0.2, the next ones on 127.0.0.3, …: a few phones
+    behind each address, as on a school's Wi-Fi (the server itself is on 127.0.0.1)."""
+    n = 2 + i // per_address
+    return f"127.0.{n // 256}.{n % 256}"
+
+
 def upload_files(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if UPLOAD_FILE.fullmatch(p.name)) if folder.exists() else 0
 
@@ -516,15 +554,29 @@ async def soak(args: argparse.Namespace, port: int, server: subprocess.Popen, wo
     stats = Stats()
     memory = Memory(server.pid)
     extra = await discover_pages(base)
+    # Everyone is ready (the class started, the attacker's pictures made) before the clock starts.
+    teacher = Teacher(base, TEACHER_ADDRESS, stats, random.Random(args.seed * 1000 + 900))
+    code = await teacher.start()
+    students = [Student(i, base, student_address(i, args.per_address), stats, random.Random(args.seed * 1000 + i),
+                        extra, code) for i in range(args.students)]
+    trainers = [Trainer(i, base, f"127.0.1.{1 + i}", stats, random.Random(args.seed * 1000 + 500 + i))
+                for i in range(args.trainers)]
+    attacker = None
+    if args.attacker:
+        attacker = Attacker(base, port, ATTACKER_ADDRESS, code, random.Random(args.seed * 1000 + 999))
+        await asyncio.to_thread(attacker.prepare)
+    load_at_start = os.getloadavg()[0]
     t0 = time.monotonic()
     deadline = t0 + args.duration
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(memory.run(t0, stop_sampling))
     cpu0 = cpu_seconds(server.pid)
-    students = [Student(i, base, stats, random.Random(args.seed * 1000 + i), extra) for i in range(args.students)]
-    trainers = [Trainer(i, base, stats, random.Random(args.seed * 1000 + 500 + i)) for i in range(args.trainers)]
     tasks = [asyncio.create_task(s.run(deadline)) for s in students]
     tasks += [asyncio.create_task(t.run(deadline)) for t in trainers]
+    if code is not None:
+        tasks.append(asyncio.create_task(teacher.run(deadline)))
+    if attacker is not None:
+        tasks.append(asyncio.create_task(attacker.run(deadline)))
     # Everyone finishes what they were doing; a stream still open 30 s later is a failure.
     done, pending = await asyncio.wait(tasks, timeout=args.duration + 30)
     for task in pending:
@@ -534,10 +586,17 @@ async def soak(args: argparse.Namespace, port: int, server: subprocess.Popen, wo
         if task.exception() is not None:
             stats.error("soak", "client crashed", repr(task.exception()))
     elapsed = time.monotonic() - t0
+    await teacher.end()
     await asyncio.sleep(2.0)  # trainings stopped at the end wind down
     memory.sample(time.monotonic() - t0)
     server_cpu = cpu_seconds(server.pid) - cpu0
-    result: dict = {"elapsed": elapsed, "extra_pages": extra, "server_cpu": server_cpu}
+    result: dict = {"elapsed": elapsed, "extra_pages": extra, "server_cpu": server_cpu,
+                    "load_average": (load_at_start, os.getloadavg()[0]),
+                    "addresses": len({student_address(i, args.per_address) for i in range(args.students)}),
+                    "class": {"code": code, "questions": teacher.questions, "answers": teacher.answers,
+                              "answers_666": teacher.answers_666}}
+    if attacker is not None:
+        result["attacker"] = attacker.stats
 
     if args.check_cleanup:
         files_at_end = upload_files(workdir / "uploads")
@@ -601,13 +660,17 @@ def report(args: argparse.Namespace, result: dict) -> bool:
     total = stats.requests()
     errors = stats.error_count()
     limited = sum(stats.limited.values())
-    print(f"\n## Soak: {args.students} students, {args.trainers} trainers, {result['elapsed']:.0f} s "
+    attack: AttackStats | None = result.get("attacker")
+    print(f"\n## Soak: {args.students} students on {result['addresses']} addresses, {args.trainers} trainers, "
+          f"{'one attacker, ' if attack else ''}{result['elapsed']:.0f} s "
           f"(seed {args.seed}, at most {args.running} trainings at once)\n")
     if result["extra_pages"]:
         print(f"Pages found besides the lesson's: {', '.join(result['extra_pages'])}\n")
     print(f"Requests: {total} ({total / result['elapsed']:.1f}/s); errors: **{errors}**; 429 (rate limits, "
           f"expected): {limited}; server CPU: {result['server_cpu']:.0f} s "
-          f"({100 * result['server_cpu'] / result['elapsed']:.0f}% of one core)\n")
+          f"({100 * result['server_cpu'] / result['elapsed']:.0f}% of one core); the machine's load average "
+          f"(1 min) {result['load_average'][0]:.1f} at the start, {result['load_average'][1]:.1f} at the end, "
+          f"on {os.cpu_count()} cores\n")
     print("| page | requests | errors | 429 | p50 ms | p95 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     labels = sorted(set(stats.latencies) | set(stats.errors), key=lambda s: (s.startswith(("SSE", "soak", "train")), s))
@@ -615,13 +678,23 @@ def report(args: argparse.Namespace, result: dict) -> bool:
         values = stats.latencies.get(label, [])
         p = pct(values) if values else dict.fromkeys(("p50", "p95", "p99", "max"), float("nan"))
         count = len(values) + stats.errors[label]["timeout"] + stats.errors[label]["connection"]
-        note = " (stream: start to last event)" if label.startswith("SSE") else ""
+        note = (" (time to open)" if label.startswith("SSE /class") else
+                " (stream: start to last event)" if label.startswith("SSE") else "")
         print(f"| {label}{note} | {count} | {sum(stats.errors[label].values())} | {stats.limited[label]} | "
               f"{p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} | {p['max']:.0f} |")
+    expected = [f"{n} × {status} on {label}" for label, c in stats.expected.items() for status, n in c.items()]
+    if expected:
+        print(f"\nOther expected refusals (the question closed meanwhile): {'; '.join(expected)}")
     if stats.examples:
         print("\nFirst errors:\n")
         for line in stats.examples:
             print(f"- {line}")
+    c = result["class"]
+    if c["code"]:
+        print(f"\nClass {c['code']}: {c['questions']} questions asked; answers counted at each reveal: "
+              f"{c['answers']}, of which 666 (the attacker's): {c['answers_666']}.")
+    if attack:
+        report_attacker(attack)
     t = stats.trainings
     print(f"\nTrainings: {t['started']} started, {t['done']} done, {t['stopped']} stopped, {t['failed']} failed, "
           f"{t['stopped at the end']} stopped at the end of the soak; {t['429 on start']} starts refused by the "
@@ -640,6 +713,8 @@ def report(args: argparse.Namespace, result: dict) -> bool:
     print(f"| training processes' RSS together, peak | {mb(m['training_peak_rss_sum'])} |")
     print("\nServer RSS over time (s: server / trainings together, processes): "
           + ", ".join(f"{ts:.0f}: {mb(s)} / {mb(c)}, {n}" for ts, s, c, n in m["timeline"]))
+    if attack:
+        errors += attack.error_count()
     ok = errors == 0 and t["failed"] == 0
     if "cleanup" in result:
         c = result["cleanup"]
@@ -654,12 +729,36 @@ def report(args: argparse.Namespace, result: dict) -> bool:
     return ok
 
 
+def report_attacker(attack: AttackStats) -> None:
+    def counts(c: Counter) -> str:
+        return ", ".join(f"{n} × {s}" for s, n in sorted(c.items(), key=lambda kv: -kv[1])) or "none"
+
+    print(f"\nAttacker ({ATTACKER_ADDRESS}): {attack.requests()} requests and sockets; refused (not errors): "
+          f"{counts(attack.by_status(refused=True))}; accepted: {counts(attack.by_status(refused=False))}; "
+          f"errors (5xx, timeouts, dropped, kept open): **{attack.error_count()}**\n")
+    print("| attack | what the server answered | errors |")
+    print("|---|---|---:|")
+    for label in sorted(set(attack.answers) | set(attack.errors), key=lambda s: (int(s.split()[0]), s)):
+        print(f"| {label} | {counts(attack.answers[label])} | {counts(attack.errors[label])} |")
+    if attack.socket_close_s:
+        s = attack.socket_close_s
+        print(f"\nSockets left idle or half-sent: {len(s)} closed by the server after {min(s):.1f}–{max(s):.1f} s.")
+    if attack.examples:
+        print("\nFirst attacker errors:\n")
+        for line in attack.examples:
+            print(f"- {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of load (default %(default)s)")
     parser.add_argument("--students", type=int, default=60, help="simulated students (default %(default)s)")
     parser.add_argument("--trainers", type=int, default=4, help="simulated trainers (default %(default)s)")
     parser.add_argument("--running", type=int, default=4, help="trainings at once (CNNLAB_MAX_RUNNING_JOBS)")
+    parser.add_argument("--per-address", type=int, default=3,
+                        help="students behind one loopback source address (default %(default)s)")
+    parser.add_argument("--attacker", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"one attacker in the mix, from {ATTACKER_ADDRESS} (default: on)")
     parser.add_argument("--check-cleanup", action="store_true",
                         help=f"short times to live ({CLEANUP_TTL_S} s); check uploads and jobs are gone after")
     parser.add_argument("--quick", action="store_true", help="15 s with 20 students, for development")
@@ -683,6 +782,12 @@ def main() -> None:
         result["latency"] = {k: pct(v) | {"n": len(v)} for k, v in stats.latencies.items()}
         result["errors"] = {k: dict(v) for k, v in stats.errors.items() if v}
         result["limited"] = dict(stats.limited)
+        result["expected"] = {k: dict(v) for k, v in stats.expected.items()}
+        if "attacker" in result:
+            attack = result["attacker"]
+            result["attacker"] = {"answers": {k: dict(v) for k, v in attack.answers.items()},
+                                  "errors": {k: dict(v) for k, v in attack.errors.items()},
+                                  "socket_close_s": attack.socket_close_s}
         result["trainings"] = dict(stats.trainings)
         args.json.write_text(json.dumps(result, indent=1, default=str))
     sys.exit(0 if ok else 1)
