@@ -39,6 +39,7 @@ from app.errors import InputError
 from app.i18n import gettext as _
 from app.lesson import SECTIONS
 from app.settings import Settings, settings_for
+from core.numfmt import round_half_up
 
 __all__ = [
     "ClassStore",
@@ -541,7 +542,7 @@ def histogram(q: Question) -> list[dict]:
     [{"label", "count", "right"}]; beyond HISTOGRAM_BARS, one "other" bar (label None)."""
     groups: dict[str, list[float]] = {}
     for v in list(q.answers.values()):
-        groups.setdefault(format_value(round(v, 4)), []).append(v)
+        groups.setdefault(format_value(float(round_half_up(v, 4))), []).append(v)
     bars = sorted(({"label": label, "count": len(vs), "value": vs[0], "right": q.is_right(vs[0])}
                    for label, vs in groups.items()), key=lambda b: (-b["count"], b["value"]))
     if len(bars) > HISTOGRAM_BARS:

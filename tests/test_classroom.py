@@ -13,7 +13,7 @@ import pytest
 import segno
 from fastapi.testclient import TestClient
 
-from app.classroom import CODE_ALPHABET, CODE_LENGTH, host_cookie
+from app.classroom import CODE_ALPHABET, CODE_LENGTH, Question, histogram, host_cookie
 from app.main import app as cnnlab_app
 from app.settings import Settings, get_settings
 from core import kernels
@@ -443,3 +443,12 @@ def test_memory_store_caps_the_number_of_classes():
     with pytest.raises(InputError) as refused:
         store.create("h", 0.0, max_classes=3)
     assert refused.value.status_code == 503
+
+
+def test_the_histogram_groups_answers_rounded_half_up_as_shown():
+    """2.00005 is shown as 2,0001 (half up, like every number on the pages), so it shares a
+    bar with 2.0001; Python's round() would have put it apart, as 2."""
+    q = Question(id=1, page="conv", view="/conv?preset=seed", answer=2.0001, tolerance=0.0, solution="")
+    q.answers.update({"a": 2.00005, "b": 2.0001, "c": 2.0})
+    bars = {b["value"]: b["count"] for b in histogram(q)}
+    assert bars == {2.00005: 2, 2.0: 1}  # a bar's value is its first answer
