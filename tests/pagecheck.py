@@ -138,3 +138,17 @@ def assert_on_first_screen(page, selector: str, min_font_px: float | None = None
         [selector, min_font_px],
     )
     assert found == [], f"{selector}: " + "; ".join(found)
+
+
+def goto(page, url: str) -> None:
+    """Open ``url`` and wait until its deferred scripts (htmx among them) have run."""
+    page.goto(url)
+    page.wait_for_function("() => window.htmx !== undefined && document.readyState === 'complete'")
+
+
+def readable(page, *selectors: str) -> None:
+    """What ``selectors`` name is on the first screen with numbers ≥ 20 px (readable from the
+    back of a room), and nothing scrolls sideways."""
+    for selector in selectors:
+        assert_on_first_screen(page, selector, min_font_px=20)
+    no_horizontal_scroll(page)

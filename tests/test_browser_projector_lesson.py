@@ -18,7 +18,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
-from pagecheck import assert_clean, assert_on_first_screen, no_horizontal_scroll, save_shot
+from pagecheck import assert_clean, goto, no_horizontal_scroll, readable, save_shot
 from playwright.sync_api import expect
 
 SIZES = [(1280, 720), (1024, 768), (1920, 1080)]
@@ -28,17 +28,6 @@ POOL = ("#pool-status", "#pool-stepper .stage__item.is-active .pool-input", "#po
         "#pool-sum .sum-line")
 # The largest feature map /conv carries over to /pool (16×16: a 16-pixel photo, padding 1).
 LARGE_MAP = urlencode({"input": "conv", "from": "image=camera&size=16&padding=1"})
-
-
-def goto(page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_function("() => window.htmx !== undefined && document.readyState === 'complete'")
-
-
-def readable(page, *selectors: str) -> None:
-    for selector in selectors:
-        assert_on_first_screen(page, selector, min_font_px=20)
-    no_horizontal_scroll(page)
 
 
 @pytest.mark.parametrize("width,height", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])

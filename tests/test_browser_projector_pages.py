@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from pagecheck import assert_clean, assert_on_first_screen, no_horizontal_scroll, projector_on, save_shot, translated
+from pagecheck import (assert_clean, assert_on_first_screen, goto, no_horizontal_scroll, projector_on, readable, save_shot,
+                       translated)
 from playwright.sync_api import expect
 
 from app import images
@@ -30,17 +31,6 @@ SIZES = [(1280, 720), (1024, 768), (1920, 1080)]
 SHORT_EPOCHS = "3"
 RUN_PARTS = ("#train-live .train-status", "#train-live .train-metrics", "#train-chart-loss", "#train-chart-accuracy")
 FIRST_NUMBERS = ("#pl-input", "#pipeline-stage-input .pl-row > .pl-kernel:nth-child(2) .pl-kernel-grid")
-
-
-def goto(page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_function("() => window.htmx !== undefined && document.readyState === 'complete'")
-
-
-def readable(page, *selectors: str) -> None:
-    for selector in selectors:
-        assert_on_first_screen(page, selector, min_font_px=20)
-    no_horizontal_scroll(page)
 
 
 def train_on_the_projector(page, live_server, shots_dir, size: str) -> None:
