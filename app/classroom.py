@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 from starlette.requests import Request
 
+from app.appstate import shared
 from app.errors import InputError
 from app.i18n import gettext as _
 from app.lesson import SECTIONS
@@ -309,7 +310,6 @@ def update_class(request_or_app, code: str, change: Callable[[Room], T]) -> T:
         raise InputError(_("This class has ended."), status_code=404) from None
 
 
-_store_lock = threading.Lock()
 _last_sweep: dict[int, float] = {}
 SWEEP_SECONDS = 1.0
 
@@ -317,12 +317,7 @@ SWEEP_SECONDS = 1.0
 def store_for(request_or_app) -> ClassStore:
     """The app's class store (made on first use), after forgetting classes idle too long."""
     app = getattr(request_or_app, "app", request_or_app)
-    store = getattr(app.state, "classes", None)
-    if store is None:
-        with _store_lock:
-            store = getattr(app.state, "classes", None)
-            if store is None:
-                store = app.state.classes = MemoryClassStore()
+    store = shared(app, "classes", MemoryClassStore)
     now = time.monotonic()
     settings = settings_for(app)
     if now - _last_sweep.get(id(store), 0.0) >= SWEEP_SECONDS or min(settings.class_idle_seconds,

@@ -33,9 +33,10 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from app.clientaddr import client_address
+from app.appstate import shared
 from app.errors import InputError
 from app.i18n import gettext as _
+from app.ratelimit import address_key
 from app.settings import settings_for
 
 __all__ = ["Event", "event_stream", "stop_streams", "HEARTBEAT_SECONDS"]
@@ -80,7 +81,7 @@ class _Streams:
 
     def open(self, request: Request, session: str | None) -> _Open:
         settings = settings_for(request.app)
-        address = client_address(request.scope, settings.trusted_proxies)
+        address = address_key(request)  # as every per-address limit counts it (IPv6 by /64)
         handle = _Open(address, session, asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             if self._by_address[address] >= settings.max_streams_per_address:
@@ -118,17 +119,8 @@ class _Streams:
             handle.loop.call_soon_threadsafe(handle.stop.set)
 
 
-_registry_lock = threading.Lock()
-
-
 def _streams(app: FastAPI) -> _Streams:
-    streams = getattr(app.state, "event_streams", None)
-    if streams is None:
-        with _registry_lock:
-            streams = getattr(app.state, "event_streams", None)
-            if streams is None:
-                streams = app.state.event_streams = _Streams()
-    return streams
+    return shared(app, "event_streams", _Streams)
 
 
 def stop_streams(app: FastAPI) -> None:

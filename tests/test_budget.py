@@ -19,24 +19,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
+from test_images import api, settings  # noqa: F401 (fixtures)
 
 from app import budget, images
 from app.budget import check_conv, conv_cost, json_body_problem, largest_model_spec, model_file_limit
 from app.jobs import build_model, export_npz
-from app.settings import Settings, get_settings
+from app.settings import get_settings
 
 SIDE = 1024  # the largest stored side (Settings.max_stored_side)
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(upload_dir=tmp_path / "uploads", secret_key="test-secret-key")
-
-
-@pytest.fixture
-def api(client, settings):
-    client.app.dependency_overrides[get_settings] = lambda: settings
-    return client
 
 
 def png(width: int, height: int, mode: str = "RGB") -> bytes:
