@@ -230,10 +230,10 @@ def _finite(value: Any) -> Any:
 class Job:
     """One training run. Its relay thread writes; readers take ``cond`` (or use snapshot())."""
 
-    def __init__(self, session: str, spec: TrainSpec, *, clock=time.monotonic) -> None:
+    def __init__(self, session: str, spec: TrainSpec, *, clock=time.monotonic, address: str | None = None) -> None:
         self.id = secrets.token_urlsafe(12)
         self.session = session
-        self.address: str | None = None  # the client's, for the per-address cap (JobRunner.submit)
+        self.address = address  # the client's, for the per-address cap (JobRunner.submit)
         self.spec = spec
         self.status = "queued"
         self._clock = clock
@@ -404,8 +404,7 @@ class JobRunner:
                 raise JobLimitError(gettext("The server is busy: %(running)s trainings are running and %(queued)s are "
                                             "waiting. Try again in a minute.")
                                     % {"running": running, "queued": len(self._queue)})
-            job = Job(session, spec, clock=self._clock)
-            job.address = address
+            job = Job(session, spec, clock=self._clock, address=address)
             self._jobs[job.id] = job
             self._queue.append(job)
             self._dispatch()
