@@ -16,6 +16,8 @@ every stream needs:
   keep a quiet stream open and a closed tab is noticed (writing to it fails);
 - **disconnects**: Starlette cancels the stream when the browser goes; the producer's
   ``finally`` runs then, whether it was waiting or not;
+- **the shared store going away** (Valkey/Redis, app/backend.py): the stream ends without a
+  trace in the log; the browser reconnects and gets a 503 with a message until it is back;
 - **shutdown**: ``stop_streams(app)`` (cnnlab's server calls it on SIGTERM or Ctrl-C) ends
   every stream at once with its ``farewell``, so the server exits in moments instead of
   waiting for screens that never close, and the screens say that it stopped.
@@ -24,6 +26,7 @@ every stream needs:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -34,12 +37,15 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from app.appstate import shared
+from app.backend import SharedStoreDown
 from app.errors import InputError
 from app.i18n import gettext as _
 from app.ratelimit import address_key
 from app.settings import settings_for
 
 __all__ = ["Event", "event_stream", "stop_streams", "HEARTBEAT_SECONDS"]
+
+log = logging.getLogger(__name__)
 
 # A comment line this often keeps proxies and the browser from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
@@ -154,6 +160,11 @@ async def _relay(handle: _Open, events: AsyncIterator[Event], farewell: Callable
             try:
                 event = future.result()
             except StopAsyncIteration:
+                return
+            except SharedStoreDown:
+                # Valkey went away mid-stream: end it quietly; the browser reconnects in
+                # RETRY_MS and is told (a 503) until it is back.
+                log.warning("an event stream ended: the shared store is not answering")
                 return
             yield event.encode()
     finally:

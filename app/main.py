@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import i18n
 from app.api_schema import install_openapi
 from app.cleanup import run_cleanup
+from app.backend import start_hub
 from app.budget import BodyBudget
 from app.errors import install_error_handlers
 from app.guards import RequestGuard
@@ -31,7 +32,7 @@ from app.routers import train_page
 from app.routers import classroom
 from app.routers import class_seats
 from app.routers import practice
-from app.jobs import JobRunner
+from app.jobs import make_queue
 from app.security import SecurityMiddleware
 from app.session import SessionMiddleware
 from app.settings import settings_for
@@ -96,14 +97,18 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # may run the lifespan of one app twice at once (a live server and a TestClient): they
     # share one runner, stopped when the last of them ends.
     if getattr(_app.state, "jobs_users", 0) == 0:
-        _app.state.jobs = JobRunner(settings_for(_app))
+        _app.state.jobs = make_queue(settings_for(_app), _app)
     _app.state.jobs_users = getattr(_app.state, "jobs_users", 0) + 1
     # Expired uploads and finished jobs are swept even when nobody uploads or asks (app/cleanup.py).
     cleaner = asyncio.create_task(run_cleanup(_app), name="cnnlab-cleanup")
+    # With a shared engine, this process's one pub/sub listener (app/backend.py).
+    hub = start_hub(_app)
     try:
         yield
     finally:
         cleaner.cancel()
+        if hub is not None:
+            hub.cancel()
         _app.state.jobs_users -= 1
         if _app.state.jobs_users == 0:
             _app.state.jobs.shutdown()

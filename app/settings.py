@@ -60,7 +60,8 @@ class Settings(BaseSettings):
 
     # Browser sessions (app/session.py): a random id in a signed cookie.
     session_cookie: str = "cnnlab_session"
-    # Training jobs (app/jobs.py): two cores, so two trainings at once; the rest wait in line.
+    # Training jobs (app/jobs/): two cores, so two trainings at once; the rest wait in line
+    # (in-process; with a shared engine, ``cnnlab worker`` processes train instead).
     max_running_jobs: int = Field(default=2, ge=1)
     max_queued_jobs: int = Field(default=8, ge=0)
     max_jobs_per_session: int = Field(default=3, ge=1)
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
     # after being asked to stop, is killed and its job marked failed (app/supervise.py).
     job_silence_seconds: float = Field(default=60.0, gt=0)
     job_stop_grace_seconds: float = Field(default=10.0, gt=0)
+    # Shared mode (app/jobs/shared.py): a running job whose worker has not written its
+    # heartbeat (every second) for this long is marked failed.
+    job_lost_seconds: float = Field(default=5.0, gt=0)
 
     # Connections (app/cli.py): a connection that sends nothing is closed after
     # ``timeout_keep_alive_seconds``; a request's headers must arrive within
@@ -121,7 +125,7 @@ class Settings(BaseSettings):
     rate_address_lookups_per_minute: float = Field(default=10.0, gt=0)
     rate_address_lookups_burst: int = Field(default=30, ge=1)
 
-    # Classrooms (app/classroom.py): a class whose assistant has shown no sign of life (no
+    # Classrooms (app/classroom/): a class whose assistant has shown no sign of life (no
     # request, no open page) for this long ends; at most so many students per class and
     # classes per server.
     class_idle_seconds: float = Field(default=3600.0, gt=0)
@@ -134,6 +138,11 @@ class Settings(BaseSettings):
     class_seat_grace_seconds: float = Field(default=30.0, gt=0)
     # Seats one address holds that have no screen open yet (joined, stream not yet open).
     class_pending_seats_per_address: int = Field(default=30, ge=1)
+
+    # The shared engine (app/backend.py): empty, everything lives in this process (the
+    # default); a ``redis://HOST:PORT/DB`` URL of Valkey or Redis shares classes, limits and
+    # training jobs between every web process and ``cnnlab worker`` that use it.
+    redis_url: str = ""
 
     # Reverse proxies whose X-Forwarded-For is believed (app/clientaddr.py): addresses or
     # networks, comma-separated. None by default: the TCP peer is the client.

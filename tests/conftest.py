@@ -69,6 +69,25 @@ CHROMIUM_ARGS = [
 ]
 
 
+# ---------------------------------------------------------------- shared engine ----------
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory) -> Iterator["ValkeyServer"]:
+    """A real Valkey server on a free loopback port for the whole run (tests/valkeyserver.py)."""
+    from tests.valkeyserver import ValkeyServer
+
+    with ValkeyServer(tmp_path_factory.mktemp("valkey")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(valkey) -> str:
+    """The shared engine's URL, emptied for this test."""
+    valkey.flush()
+    return valkey.url
+
+
 # ---------------------------------------------------------------- HTTP ----------
 
 
