@@ -11,7 +11,8 @@ opens its screens within a second or two of joining). New seats are also limited
 and class (``rate_address_joins_…``). The assistant sees every seat (a number, connected or
 not), can free one, and can lock the class to new students.
 
-Every change goes through the class store's atomic ``update`` (app/classroom.py).
+Every change goes through the class store's atomic ``update`` (app/classroom/store.py). Times
+are wall-clock (``time.time()``): a class may be shared by several processes and hosts.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def take_seat(request: HTTPConnection, room: Room) -> str:
         raise _locked()
     address = address_key(request)
     grace = settings.class_seat_grace_seconds
-    now = time.monotonic()
+    now = time.time()
     limit_address(request, "joins", scope=room.code)
 
     def join(r: Room) -> None:
@@ -113,7 +114,7 @@ def connect(sid: str | None, step: int):
         if student is not None:
             student.streams = max(0, student.streams + step)
             if student.streams == 0:
-                student.left = time.monotonic()
+                student.left = time.time()
 
     return change
 

@@ -20,8 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app import classroom, seats
+from app import seats
 from app.classroom import CODE_ALPHABET, CODE_LENGTH
+from app.classroom import store as class_store
 from app.main import app as cnnlab_app
 from app.routers import classroom as classroom_routes
 from app.settings import Settings, get_settings
@@ -76,8 +77,8 @@ def histogram(host, code: str) -> dict[str, int]:
 def test_cookieless_joins_cannot_fill_a_class_or_the_histogram(override, monkeypatch):
     # The seats' clock stands still until the test moves it (a loaded machine cannot make
     # seats lapse in the middle of the loop).
-    clock = types.SimpleNamespace(now=time.monotonic())
-    monkeypatch.setattr(seats, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
+    clock = types.SimpleNamespace(now=time.time())
+    monkeypatch.setattr(seats, "time", types.SimpleNamespace(time=lambda: clock.now))
     grace = 0.6
     override(class_pending_seats_per_address=5, class_seat_grace_seconds=grace, max_class_students=10)
     with browser() as host, browser("192.0.2.66") as attacker, browser("192.0.2.10") as real:
@@ -214,10 +215,10 @@ def test_classes_per_address_are_limited(override, html):
 
 def test_an_empty_class_ends_early(override, monkeypatch):
     override(class_empty_seconds=60)
-    clock = types.SimpleNamespace(now=time.monotonic())
-    for module in (classroom, seats, classroom_routes):
-        monkeypatch.setattr(module, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
-    monkeypatch.setattr(classroom, "_last_sweep", {})  # the sweeps' times are this clock's, then gone
+    clock = types.SimpleNamespace(now=time.time())
+    for module in (class_store, seats, classroom_routes):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(time=lambda: clock.now))
+    monkeypatch.setattr(class_store, "_last_sweep", {})  # the sweeps' times are this clock's, then gone
     with browser() as host, browser() as student:
         quiet = start(host)
         visited = start(host)

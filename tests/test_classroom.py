@@ -409,7 +409,7 @@ def test_memory_store_wakes_streams_on_change_from_any_thread():
 
     async def scenario() -> list:
         store = MemoryClassStore()
-        room = store.create("hash", time.monotonic(), max_classes=5)
+        room = store.create("hash", time.time(), max_classes=5)
         sub = store.subscribe(room.code)
         seen = [await sub.wait(0.05)]  # nothing changed: times out
         store.update(room.code, lambda r: setattr(r, "view", "/conv"))
@@ -417,10 +417,10 @@ def test_memory_store_wakes_streams_on_change_from_any_thread():
         # A change made in a worker thread wakes the stream on the event loop too.
         threading.Thread(target=store.update, args=(room.code, lambda r: setattr(r, "view", "/pool"))).start()
         seen.append(await sub.wait(1.0))
-        store.touch(room.code, time.monotonic() + 10)  # a sign of life wakes nobody
+        store.touch(room.code, time.time() + 10)  # a sign of life wakes nobody
         seen.append(await sub.wait(0.05))
-        assert store.expire(time.monotonic() + 5, idle_seconds=60, empty_seconds=600) == []
-        assert store.expire(time.monotonic() + 100, idle_seconds=60, empty_seconds=600) == [room.code]
+        assert store.expire(time.time() + 5, idle_seconds=60, empty_seconds=600) == []
+        assert store.expire(time.time() + 100, idle_seconds=60, empty_seconds=600) == [room.code]
         seen.append(await sub.wait(1.0))  # ended: subscribers wake and find it gone
         assert store.get(room.code) is None
         with pytest.raises(NoSuchClass):

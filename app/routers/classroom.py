@@ -1,4 +1,4 @@
-"""Classrooms (app/classroom.py): pages, the live event stream and the JSON API.
+"""Classrooms (app/classroom/): pages, the live event stream and the JSON API.
 
 Pages: ``/class`` (join with a code, or start a class), ``/class/{code}`` (a student follows
 the assistant), ``/class/{code}/present`` (the assistant's projector page: code and QR code),
@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from app import seats
+from app.backend import SharedStoreDown
 from app.classroom import (
     NoSuchClass,
     Room,
@@ -97,7 +98,7 @@ def _host_room(request: Request, code: str) -> Room:
 
 
 def _touch(request: Request, room: Room) -> None:
-    now = time.monotonic()
+    now = time.time()
     every = min(TOUCH_SECONDS, settings_for(request.app).class_idle_seconds / 4)
     if now - room.active >= every:
         store_for(request).touch(room.code, now)
@@ -317,7 +318,7 @@ async def class_create(request: Request) -> Response:
     settings = settings_for(request.app)
     limit_address(request, "classes")
     token, secret_hash = new_secret()
-    room = store_for(request).create(secret_hash, time.monotonic(), settings.max_classes)
+    room = store_for(request).create(secret_hash, time.time(), settings.max_classes)
     response = RedirectResponse(f"/class/{room.code}/present", status_code=303)
     response.set_cookie(host_cookie(room.code), token, httponly=True, samesite="strict", path="/")
     return response
@@ -401,13 +402,13 @@ async def class_events(code: str, request: Request) -> StreamingResponse:
             sent: dict[str, Any] = {}
             while True:
                 # Through store_for: every stream's wake-up also ends classes idle too long.
-                now_room = store_for(request).get(code)
+                now_room = store_for(request).peek(code)
                 if now_room is None:
                     yield closed("ended")
                     return
                 if host:
                     _touch(request, now_room)
-                    seats.free_expired(store, code, time.monotonic(), grace)
+                    seats.free_expired(store, code, time.time(), grace)
                 elif sid not in now_room.students:  # the assistant freed this seat
                     yield closed("removed")
                     return
@@ -424,7 +425,7 @@ async def class_events(code: str, request: Request) -> StreamingResponse:
             sub.close()
             try:
                 store.update(code, seats.connect(sid, -1))
-            except NoSuchClass:
+            except (NoSuchClass, *SharedStoreDown):  # ended, or the shared store is away
                 pass
 
     return event_stream(request, produce, lambda: closed("stopping"),
@@ -464,6 +465,9 @@ def _question_json(room: Room, host: bool, sid: str | None) -> dict[str, Any] | 
 
 
 def _class_json(request: Request, room: Room) -> ClassView:
+    # The class as it is now: a route's room was read before its change (and a shared
+    # store's room is a copy).
+    room = store_for(request).get(room.code) or room
     host = is_host(request, room)
     sid = getattr(request.state, "session_id", None)
     return ClassView(code=room.code, students=room.connected, joined=len(room.students), view=room.view,
