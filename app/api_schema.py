@@ -16,7 +16,7 @@ Which status means what, everywhere:
 - 413 / 415: an upload with too many bytes or pixels / not a picture (app/images.py);
 - 422: a value that cannot be used; ``detail`` says why (``errors``: one entry per field);
 - 429: too many requests from this browser session or address in a short time (app/ratelimit.py), or
-  too many trainings running or waiting (app/jobs.py);
+  too many trainings running or waiting (app/jobs/);
 - 503 / 507: an upload that cannot be stored: the upload folder is read-only / the disk is full.
 """
 

@@ -18,7 +18,7 @@ import anyio
 from fastapi import FastAPI
 
 from app.images import sweep_expired
-from app.jobs import JobRunner
+from app.jobs import JobQueue
 from app.settings import Settings, settings_for
 
 __all__ = ["Swept", "cleanup_interval", "run_cleanup", "sweep_once"]
@@ -38,7 +38,7 @@ def cleanup_interval(settings: Settings) -> float:
     return min(settings.cleanup_interval_seconds, settings.upload_ttl_seconds / 2, settings.job_ttl_seconds / 2)
 
 
-def sweep_once(settings: Settings, runner: JobRunner | None) -> Swept:
+def sweep_once(settings: Settings, runner: JobQueue | None) -> Swept:
     uploads = sweep_expired(settings)
     jobs = runner.sweep() if runner is not None else 0
     if uploads or jobs:

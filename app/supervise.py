@@ -1,4 +1,4 @@
-"""Watching a training process (app/jobs.py runs one per job): one that hangs is killed.
+"""Watching a training process (app/jobs/local.py runs one per job): one that hangs is killed.
 
 A worker stopped by a signal (SIGSTOP) or stuck in a system call holds a training slot for
 ever unless someone ends it. ``Watchdog`` is asked by the job's relay thread at every poll:

@@ -1,4 +1,4 @@
-"""The training job runner (app/jobs.py) on its own: queueing, limits, stopping, failures, determinism.
+"""The training job runner (app/jobs/local.py) on its own: queueing, limits, stopping, failures, determinism.
 
 Jobs really train (the engine is never faked for a success path). Short jobs are digits, one
 epoch; a "long" job is MNIST for 30 epochs, which every test stops long before it ends.

@@ -1,4 +1,4 @@
-"""JSON API for training jobs (app/jobs.py): start, watch (server-sent events), stop, use, save, load.
+"""JSON API for training jobs (app/jobs/): start, watch (server-sent events), stop, use, save, load.
 
 A ``JobError`` is an ``InputError``: the app's handlers answer its status (404, 409, 429) as JSON.
 
