@@ -1,5 +1,7 @@
 # CNN Lab: `docker build -t cnnlab . && docker run --rm -p 8000:8000 cnnlab`, then open http://127.0.0.1:8000
 # (podman: add `--format docker` to the build, or the OCI format drops the HEALTHCHECK).
+# The same image runs a training worker: `cnnlab worker` as the command (compose.yaml, and the
+# README's "Running for a whole course").
 # scripts/container_check.sh builds and runs this file without any registry and checks it serves.
 
 # Stage 1: the README's `pip install .`, into /install (the wheel carries templates/, static/,
@@ -16,7 +18,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=build /install /usr/local
-RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin cnnlab
+# uploads/: where compose.yaml mounts the uploads volume the web processes share (a new volume
+# takes this folder's owner, so the server can write to it).
+RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin cnnlab \
+    && install -d -o 10001 -g 10001 -m 0700 /home/cnnlab/uploads
 
 # Numeric, so a runtime can tell the user is not root without reading /etc/passwd.
 USER 10001

@@ -5,6 +5,10 @@ Under ``/api`` the answer is JSON ``{"detail": "<readable message>"}`` with a 4x
 
 Routes that check input themselves raise ``InputError(_("..."))``: the same handlers turn
 it into a 422 JSON body or an error page.
+
+With a shared engine (``CNNLAB_REDIS_URL``), a Valkey that cannot be reached (redis-py's
+``ConnectionError`` or ``TimeoutError``, raised by any route, store or middleware) is a 503
+with ``Retry-After`` and a sentence saying so, never a 500: code lets those propagate.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +28,13 @@ from app.i18n import N_, gettext, use_locale
 from app.templating import render, request_locale
 
 log = logging.getLogger(__name__)
+
+
+# Valkey cannot be reached (the same pair as app/backend.SharedStoreDown; not imported from
+# there, which imports the settings and the app state).
+SHARED_STORE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Seconds a client is told to wait: a restarted Valkey is back within moments.
+SHARED_STORE_RETRY_SECONDS = 5
 
 
 class InputError(Exception):
@@ -178,11 +190,31 @@ async def http_error_handler(request: Request, exc: StarletteHTTPException) -> R
         return response
 
 
+def _shared_store_down(request: Request) -> Response:
+    with use_locale(request_locale(request)):
+        message = gettext("The shared store of the server is not answering; try again in a few seconds.")
+        headers = {"Retry-After": str(SHARED_STORE_RETRY_SECONDS)}
+        if is_api(request):
+            return JSONResponse({"detail": message}, status_code=503, headers=headers)
+        response = _error_page(request, 503, gettext("Unavailable for a moment"), message)
+        response.headers.update(headers)
+        return response
+
+
+async def shared_store_down_handler(request: Request, exc: Exception) -> Response:
+    log.warning("the shared store is not answering (%s %s): %s", request.method, request.url.path, exc)
+    return _shared_store_down(request)
+
+
 async def server_error_handler(request: Request, exc: Exception) -> Response:
     # Starlette logs the exception and re-raises it after this response is sent. This answer is
     # sent from outside every middleware, so it carries the security headers itself.
     from app.security import add_security_headers
 
+    if isinstance(exc, SHARED_STORE_DOWN):  # raised in a middleware, outside the routes' handlers
+        response = _shared_store_down(request)
+        add_security_headers(response.headers)
+        return response
     with use_locale(request_locale(request)):
         if is_api(request):
             response: Response = JSONResponse(
@@ -209,7 +241,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(InputError, input_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
+    for exc_type in SHARED_STORE_DOWN:
+        app.add_exception_handler(exc_type, shared_store_down_handler)
     app.add_exception_handler(Exception, server_error_handler)
 
 
-__all__ = ["InputError", "describe_validation_errors", "install_error_handlers", "is_api"]
+__all__ = ["SHARED_STORE_DOWN", "InputError", "describe_validation_errors", "install_error_handlers", "is_api"]

@@ -15,29 +15,34 @@ how many seconds to wait.
   limit on failures: refuse while the address is over it, count only what failed.
 
 The address settings are sized for a whole class behind one campus NAT (README, "Operator
-settings"). The counters live in this process (``limits``' MemoryStorage); several workers
-would pass a ``RedisStorage`` to ``RateLimiter`` instead.
+settings"). The counters live in this process (``limits``' MemoryStorage), or, with
+``CNNLAB_REDIS_URL`` set, in Valkey (``limits``' RedisStorage on the client of
+app/backend.py), so every web process of a course counts against the same limits. The
+choice is made once per URL (``limiter_for``); the rules and the answers are the same.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from ipaddress import IPv6Address, ip_address
 
 import limits.storage.memory as memory_storage
+import limits.storage.redis as redis_storage
 from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage, Storage
+from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.requests import HTTPConnection
 
+from app import backend
 from app.clientaddr import client_address
 from app.errors import InputError
 from app.i18n import gettext as _
 from app.session import session_id
 from app.settings import Settings, settings_for
 
-__all__ = ["ACTIONS", "RateLimiter", "address_key", "address_waits", "hit_address", "limit", "limit_address", "reset",
-           "too_many"]
+__all__ = ["ACTIONS", "RateLimiter", "address_key", "address_waits", "hit_address", "limit", "limit_address",
+           "limiter_for", "reset", "too_many"]
 
 # The actions limited per session as well as per address (``limit``).
 ACTIONS = ("uploads", "trainings", "answers")
@@ -48,6 +53,15 @@ class RateLimiter:
 
     def __init__(self, storage: Storage | None = None) -> None:
         self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+
+    @classmethod
+    def shared(cls, settings: Settings) -> RateLimiter:
+        """Counters in the shared engine of ``settings`` (Valkey), on app/backend.py's client:
+        its short timeouts, and a 503 while it cannot be reached (app/errors.py)."""
+        pool = backend.client(settings).connection_pool
+        # Keys ``cnnlab:limits:LIMITER/...``; nothing is sent before the first hit.
+        return cls(RedisStorage(backend.redis_url(settings) or "", connection_pool=pool,
+                                key_prefix=backend.KEY + "limits"))
 
     @staticmethod
     def _item(per_minute: float, burst: int) -> RateLimitItemPerSecond:
@@ -69,19 +83,44 @@ class RateLimiter:
 
     def _wait(self, item: RateLimitItemPerSecond, key: str) -> float:
         reset_at = self._limiter.get_window_stats(item, key).reset_time
-        # The storage's own clock, so a test that moves it moves this too. Never 0: refused.
-        return max(1e-3, reset_at - memory_storage.time.time())
+        # The storage's own clock (wall-clock time in both), so a test that moves it moves
+        # this too. Never 0: refused.
+        clock = memory_storage.time if isinstance(self._limiter.storage, MemoryStorage) else redis_storage.time
+        return max(1e-3, reset_at - clock.time())
 
     def clear(self) -> None:
         self._limiter.storage.reset()
 
 
-_limiter = RateLimiter()
+_limiter = RateLimiter()  # in this process: the default
+_shared: dict[str, RateLimiter] = {}  # one per shared engine's URL
+_shared_lock = threading.Lock()
+
+
+def limiter_for(settings: Settings) -> RateLimiter:
+    """The counters ``settings`` use: this process's, or the shared engine's."""
+    url = backend.redis_url(settings)
+    if url is None:
+        return _limiter
+    with _shared_lock:
+        found = _shared.get(url)
+        if found is None:
+            found = _shared[url] = RateLimiter.shared(settings)
+        return found
 
 
 def reset() -> None:
-    """Forget every count (tests start from nothing)."""
+    """Forget every count (tests start from nothing): this process's, and those kept in each
+    shared engine used so far that is still there."""
     _limiter.clear()
+    with _shared_lock:
+        shared = list(_shared.values())
+        _shared.clear()
+    for limiter in shared:
+        try:
+            limiter.clear()
+        except backend.SharedStoreDown:  # a test's engine that is gone: nothing to forget
+            pass
 
 
 def _rates(settings: Settings, prefix: str, action: str) -> tuple[float, int]:
@@ -118,22 +157,26 @@ def too_many(wait: float) -> InputError:
 
 
 def _address_hit(conn: HTTPConnection, action: str, scope: str, count: bool) -> float:
-    per_minute, burst = _rates(settings_for(conn.app), "rate_address_", action)
+    settings = settings_for(conn.app)
+    per_minute, burst = _rates(settings, "rate_address_", action)
     key = f"address:{action}:{scope}:{address_key(conn)}"
-    return _limiter.hit(key, per_minute, burst) if count else _limiter.waits(key, per_minute, burst)
+    limiter = limiter_for(settings)
+    return limiter.hit(key, per_minute, burst) if count else limiter.waits(key, per_minute, burst)
 
 
 def limit(request: HTTPConnection, action: str) -> None:
     """Count one ``action`` for the request's session and its address; a 429 past either."""
     if action not in ACTIONS:
         raise ValueError(f"unknown rate-limited action {action!r}")
-    per_minute, burst = _rates(settings_for(request.app), "rate_", action)
+    settings = settings_for(request.app)
+    per_minute, burst = _rates(settings, "rate_", action)
+    limiter = limiter_for(settings)
     session = f"session:{action}:{session_id(request)}"
     # A refused request spends nothing: a session over its own limit does not use up its
     # address's (a whole room's), nor a room over the address limit a session's.
-    wait = _limiter.waits(session, per_minute, burst) or _address_hit(request, action, "", count=True)
+    wait = limiter.waits(session, per_minute, burst) or _address_hit(request, action, "", count=True)
     if not wait:
-        wait = _limiter.hit(session, per_minute, burst)
+        wait = limiter.hit(session, per_minute, burst)
     if wait:
         raise too_many(wait)
 

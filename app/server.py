@@ -17,6 +17,11 @@
 - **Shutdown** (``Server``): on SIGTERM or Ctrl-C every event stream ends within moments
   with a last event saying so (app/eventstream.py), instead of uvicorn waiting for screens
   that never close; whatever still hangs is cancelled after ``GRACEFUL_SHUTDOWN_SECONDS``.
+- **Several web processes** (``Supervisor``, ``cnnlab --workers N``): a parent binds the
+  socket once and runs N children, each the guarded server above on that socket (the kernel
+  spreads connections between them); a child that dies is replaced; SIGTERM or Ctrl-C stops
+  them all. They share state through Valkey (app/backend.py), so N > 1 needs
+  ``CNNLAB_REDIS_URL`` (app/cli.py checks it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import logging.config
+import os
 import resource
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -241,3 +252,111 @@ def make_server(app: Any, host: str, port: int, settings: Settings | None = None
         proxy_headers=False,
     )
     return Server(config, app)
+
+
+# ============================================================================== several processes
+
+# A child that exits this soon after its start failed to start (a bad setting, the app cannot
+# be imported): starting it again would fail the same way, so everything stops.
+STARTUP_SECONDS = 10.0
+# After SIGTERM, each child has its graceful shutdown and this much more before it is killed.
+STOP_MARGIN_SECONDS = 5.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket every child serves (bound once, here, by the parent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"cnnlab: error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_child(fd: int, host: str, port: int) -> None:
+    """One web process of ``Supervisor``: the app and the guarded server, on the listening
+    socket inherited as file descriptor ``fd``."""
+    sock = socket.socket(fileno=fd)
+    try:
+        from app.main import app
+
+        make_server(app, host, port).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal; the parent stops the rest
+        pass
+
+
+def _die_with_parent() -> None:
+    """In a child, before it runs: SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Supervisor:
+    """``workers`` web processes on ``host:port`` (module docstring)."""
+
+    def __init__(self, host: str, port: int, workers: int) -> None:
+        self.host, self.port, self.workers = host, port, workers
+        self.stopping = threading.Event()
+        self.children: list[tuple[subprocess.Popen, float]] = []
+
+    def _start_child(self, sock: socket.socket) -> tuple[subprocess.Popen, float]:
+        # A fresh interpreter per child (nothing of this process is inherited but the socket),
+        # whatever script started this one.
+        code = f"from app.server import serve_child; serve_child({sock.fileno()}, {self.host!r}, {self.port})"
+        child = subprocess.Popen([sys.executable, "-c", code], pass_fds=[sock.fileno()], preexec_fn=_die_with_parent)
+        log.info("Started web process [%d]", child.pid)
+        return child, time.monotonic()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM or Ctrl-C; the exit code (0, or 1 when a child could not start)."""
+        logging.config.dictConfig(logging_config())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        sock = bind_socket(self.host, self.port)
+        log.info("Supervisor [%d]: %d web processes on http://%s:%d", os.getpid(), self.workers, self.host, self.port)
+        code = 0
+        try:
+            self.children = [self._start_child(sock) for _ in range(self.workers)]
+            while not self.stopping.wait(0.5):
+                for index, (child, started) in enumerate(self.children):
+                    if child.poll() is None:
+                        continue
+                    if time.monotonic() - started < STARTUP_SECONDS:
+                        log.error("Web process [%d] exited with code %s while starting; stopping",
+                                  child.pid, child.returncode)
+                        code = 1
+                        self.stopping.set()
+                        break
+                    log.warning("Web process [%d] exited with code %s; starting another",
+                                child.pid, child.returncode)
+                    self.children[index] = self._start_child(sock)
+        finally:
+            self._stop_children()
+            sock.close()
+        log.info("Supervisor [%d]: stopped", os.getpid())
+        return code
+
+    def _stop_children(self) -> None:
+        for child, _ in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)  # each shuts down as a single server does
+        deadline = time.monotonic() + GRACEFUL_SHUTDOWN_SECONDS + STOP_MARGIN_SECONDS
+        for child, _ in self.children:
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("Web process [%d] did not stop in time; killed", child.pid)
+                child.kill()
+                child.wait()

@@ -17,12 +17,22 @@
 #  5. runs it again with `--network none` (no interface but loopback) and fetches a page from
 #     inside the container: the app serves with no network at all;
 #  6. prints the image size, and removes its containers on exit (the images stay, so a second run
-#     reuses the base and podman's layer cache).
+#     reuses the base and podman's layer cache);
+#  7. the course stack of compose.yaml with podman-compose (pip-installed when missing): builds
+#     Dockerfile.valkey from the same local base, brings up valkey, web (`cnnlab --workers 2`) and
+#     two workers (`cnnlab worker`), starts a class and runs one training through them with curl
+#     (trained by a worker container), then takes the stack down with its volume.
+#     CNNLAB_CHECK_COMPOSE=0 skips it; CNNLAB_COMPOSE_SECONDS bounds it (default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT="${CNNLAB_CHECK_PORT:-18000}"
+COMPOSE_PORT="${CNNLAB_CHECK_COMPOSE_PORT:-18001}"
 IMAGE="localhost/cnnlab:latest"
+VALKEY_IMAGE="localhost/cnnlab-valkey:latest"
+PROJECT="cnnlab-check-$$"
+COMPOSE_UP=0
+COMPOSE_DIR=""
 BASE="docker.io/library/python:3.11-slim"
 SUITE="bookworm"                       # the Debian release python:3.11-slim was built on
 # debootstrap downloads from the Debian archive the host's apt already uses (its first
@@ -66,6 +76,14 @@ cleanup() {
       "${PODMAN[@]}" rm -f -t 2 "$c" >/dev/null 2>&1 || true
     fi
   done
+  if [ "$COMPOSE_UP" = 1 ]; then
+    if [ "$rc" -ne 0 ]; then
+      for c in $(in_project); do echo "--- logs of $c:"; "${PODMAN[@]}" logs "$c" 2>&1 | tail -20 || true; done
+    fi
+    compose down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    for v in $(project_volumes); do "${PODMAN[@]}" volume rm -f "$v" >/dev/null 2>&1 || true; done
+  fi
+  if [ -n "$COMPOSE_DIR" ] && [ -d "$COMPOSE_DIR" ]; then rm -rf "$COMPOSE_DIR"; fi
   if [ -n "$ROOTFS" ] && [ -d "$ROOTFS" ]; then rm -rf --one-file-system "$ROOTFS"; fi
   echo
   if [ "$rc" -eq 0 ]; then echo "container_check: PASSED in $((SECONDS - T0))s"; else echo "container_check: FAILED (exit $rc) after $((SECONDS - T0))s"; fi
@@ -179,7 +197,7 @@ step "4. podman run -d -p 127.0.0.1:$PORT:8000 $IMAGE  (the image's own CMD)"
 run_detached --name "$NAME" -p "127.0.0.1:$PORT:8000" "$IMAGE" >/dev/null
 URL="http://127.0.0.1:$PORT"
 for _ in $(seq 1 60); do
-  if curl -fsS -o /dev/null "$URL/healthz" 2>/dev/null; then break; fi
+  if curl -fsS --max-time 2 -o /dev/null "$URL/healthz" 2>/dev/null; then break; fi
   "${PODMAN[@]}" container inspect --format '{{.State.Running}}' "$NAME" | grep -q true || fail "the container stopped"
   sleep 0.5
 done
@@ -255,4 +273,103 @@ base_bytes=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$BASE")
 echo "    $IMAGE: $((image_bytes / 1000000)) MB, of which the base $((base_bytes / 1000000)) MB and CNN Lab with its dependencies $(((image_bytes - base_bytes) / 1000000)) MB"
 echo "    podman build took ${BUILD_SECONDS}s"
 "${PODMAN[@]}" history --format '    {{.Size}}\t{{.CreatedBy}}' "$IMAGE" | cut -c1-110 | head -12
+done_step
+
+# ---------------------------------------------------------------------------------------------
+if [ "${CNNLAB_CHECK_COMPOSE:-1}" = 0 ]; then exit 0; fi
+step "7. compose.yaml with podman-compose: valkey, web --workers 2, two workers; a class and a training"
+COMPOSE_DEADLINE=$((SECONDS + ${CNNLAB_COMPOSE_SECONDS:-600}))
+before_deadline() { [ "$SECONDS" -lt "$COMPOSE_DEADLINE" ] || fail "step 7 took longer than ${CNNLAB_COMPOSE_SECONDS:-600}s"; }
+PY="$(command -v python3 || command -v python)"
+if ! "$PY" -m podman_compose --version >/dev/null 2>&1; then
+  echo "    pip install podman-compose"
+  "$PY" -m pip install --disable-pip-version-check -q podman-compose
+fi
+# Containers of a compose network find each other by name. Podman 4.3 here uses CNI (as in the
+# steps above; switching a machine to netavark half-way would strand their network rules), whose
+# name service is the dnsname plugin.
+if [ "$("${PODMAN[@]}" info --format '{{.Host.NetworkBackend}}' 2>/dev/null)" = cni ] \
+   && [ ! -x /usr/lib/cni/dnsname ]; then
+  echo "    apt-get install golang-github-containernetworking-plugin-dnsname"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    golang-github-containernetworking-plugin-dnsname >/dev/null
+fi
+# podman-compose runs plain `podman`: this machine's settings (see PODMAN above) go in a
+# containers.conf of the check's own, used by podman-compose's commands only.
+COMPOSE_DIR="$(mktemp -d /tmp/cnnlab-compose.XXXXXX)"
+printf '%s\n' '[containers]' "default_ulimits = [\"nofile=$NOFILE:$NOFILE\", \"nproc=4096:4096\"]" \
+  '[engine]' 'runtime = "runc"' 'cgroup_manager = "cgroupfs"' >"$COMPOSE_DIR/containers.conf"
+echo "    podman network backend: $("${PODMAN[@]}" info --format '{{.Host.NetworkBackend}}' 2>/dev/null || echo '?')"
+SECRET="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+compose() {
+  local left=$((COMPOSE_DEADLINE - SECONDS))
+  if [ "$left" -lt 30 ]; then left=30; fi
+  CONTAINERS_CONF="$COMPOSE_DIR/containers.conf" CNNLAB_SECRET_KEY="$SECRET" CNNLAB_PORT="$COMPOSE_PORT" \
+    timeout "$left" "$PY" -m podman_compose -p "$PROJECT" -f compose.yaml "$@"
+}
+project_volumes() {
+  "${PODMAN[@]}" volume ls --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Name}}' | tr '\n' ' ' | sed 's/ $//'
+}
+in_project() {  # the names of the stack's containers, of one service when given
+  "${PODMAN[@]}" ps -a --filter "label=io.podman.compose.project=$PROJECT" \
+    ${1:+--filter "label=com.docker.compose.service=$1"} --format '{{.Names}}'
+}
+
+# The web and worker image is the one step 3 built (compose.yaml names it localhost/cnnlab);
+# Valkey's is built here the same way, from the same local base.
+T_VALKEY=$SECONDS
+"${PODMAN[@]}" build "${LIMITS[@]}" "${BUILD_VOLUMES[@]}" --pull=never --layers=false --format docker --network host \
+  -f Dockerfile.valkey -t "$VALKEY_IMAGE" . >"$COMPOSE_DIR/build.log" 2>&1 \
+  || { tail -30 "$COMPOSE_DIR/build.log"; fail "podman build -f Dockerfile.valkey"; }
+echo "    $VALKEY_IMAGE built in $((SECONDS - T_VALKEY))s:" \
+  "$("${PODMAN[@]}" run --rm "${LIMITS[@]}" --network none "$VALKEY_IMAGE" valkey-server --version 2>/dev/null | cut -c1-60)"
+
+COMPOSE_UP=1
+compose up -d --no-build --scale worker=2 >"$COMPOSE_DIR/up.log" 2>&1 || { tail -30 "$COMPOSE_DIR/up.log"; fail "podman-compose up"; }
+"${PODMAN[@]}" ps --filter "label=io.podman.compose.project=$PROJECT" --format '    {{.Names}}  {{.Command}}  {{.Status}}'
+[ "$(in_project worker | wc -l)" = 2 ] || fail "podman-compose did not start two workers"
+URL="http://127.0.0.1:$COMPOSE_PORT"
+until curl -fsS --max-time 2 -o /dev/null "$URL/healthz" 2>/dev/null; do before_deadline; sleep 0.5; done
+echo "    /healthz answered after $((SECONDS - T_STEP))s"
+web="$(in_project web | head -n 1)"
+echo "    $web: $("${PODMAN[@]}" top "$web" args | grep -c 'serve_child') web processes under one supervisor"
+
+JAR="$COMPOSE_DIR/cookies"
+# A class: the assistant starts it (303 to its projector page); a student's phone finds it.
+location="$(curl -sS -c "$JAR" -b "$JAR" -o /dev/null -w '%{http_code} %{redirect_url}' -X POST "$URL/class")"
+[[ "$location" =~ ^303\ .*/class/([A-Za-z0-9]+)/present$ ]] || fail "POST /class answered: $location"
+code="${BASH_REMATCH[1]}"
+curl -fsS -o /dev/null "$URL/api/class/$code" || fail "GET /api/class/$code"
+curl -fsS -o /dev/null "$URL/class/$code" || fail "a student's GET /class/$code"
+echo "    class $code started (POST /class -> 303), found by a student (GET /class/$code -> 200)"
+
+# A training: queued by a web process, trained by a worker container, followed through the web.
+job="$(curl -fsS -c "$JAR" -b "$JAR" -H 'Content-Type: application/json' -d '{"dataset": "digits", "epochs": 1}' \
+  "$URL/api/train" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')" || fail "POST /api/train"
+status=""
+while :; do
+  before_deadline
+  status="$(curl -fsS --max-time 10 -b "$JAR" "$URL/api/train/$job" \
+    | "$PY" -c 'import json, sys; v = json.load(sys.stdin); print(v["status"], v["metrics"].get("test_accuracy", ""))')"
+  case "$status" in done*|failed*|stopped*) break ;; esac
+  sleep 1
+done
+[[ "$status" == done* ]] || fail "the training ended: $status"
+echo "    training $job done after $((SECONDS - T_STEP))s, test accuracy ${status#done }"
+trained_by=""
+for c in $(in_project worker); do
+  if "${PODMAN[@]}" logs "$c" 2>&1 | grep -q "$job"; then trained_by="$c"; fi
+done
+[ -n "$trained_by" ] || fail "no worker container's log names job $job"
+echo "    trained by $trained_by"
+
+# --remove-orphans: podman-compose 1.x's `down` alone leaves the containers of `--scale` past the
+# first (and, as they depend on the others, those too).
+compose down -v --remove-orphans -t 5 >"$COMPOSE_DIR/down.log" 2>&1 || { tail -20 "$COMPOSE_DIR/down.log"; fail "podman-compose down"; }
+COMPOSE_UP=0
+[ -z "$(in_project)" ] || fail "containers left after podman-compose down: $(in_project | tr '\n' ' ')"
+# Its `-v` may try the volume while the scaled containers still use it, and leave it: removed here.
+left_volumes="$(project_volumes)"
+if [ -n "$left_volumes" ]; then "${PODMAN[@]}" volume rm $left_volumes >/dev/null; fi
+echo "    podman-compose down -v --remove-orphans: no container left${left_volumes:+ (volume removed after it: $left_volumes)}"
 done_step

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import pagecheck
 import pytest
+from redis import Redis as ValkeyClient
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -288,6 +289,66 @@ def test_loading_a_model_counts_as_an_upload(client, limited, clock):
     assert response.status_code == 200
     panel = BeautifulSoup(response.text, "html.parser").select_one("#train-run .train-problems")
     assert [li.get_text(strip=True) for li in panel.select("li")] == [translated("es", 60)]
+
+
+# ---------------------------------------------------------------- shared engine ----------
+
+
+def test_two_limiters_on_one_valkey_share_their_counts(redis_url):
+    # Two web processes (or hosts) of one course: a RateLimiter each, the same Valkey.
+    settings = Settings(redis_url=redis_url, secret_key="k")
+    first, second = RateLimiter.shared(settings), RateLimiter.shared(settings)
+    per_minute, burst = 6.0, 3  # three in any 30 s
+    assert [first.hit("k", per_minute, burst), second.hit("k", per_minute, burst),
+            first.hit("k", per_minute, burst)] == [0.0, 0.0, 0.0]
+    assert second.hit("k", per_minute, burst) == pytest.approx(30.0, abs=1.0)
+    assert first.waits("k", per_minute, burst) == pytest.approx(30.0, abs=1.0)
+    assert second.hit("other", per_minute, burst) == 0.0  # keys are apart
+    # The counts are in Valkey, under the app's prefix; reset() forgets them there too.
+    keys = ValkeyClient.from_url(redis_url).keys("*")
+    assert keys and all(key.startswith(b"cnnlab:limits:") for key in keys)
+    assert ratelimit.limiter_for(settings) is ratelimit.limiter_for(Settings(redis_url=redis_url, secret_key="k"))
+    assert ratelimit.limiter_for(Settings()) is not ratelimit.limiter_for(settings)
+    ratelimit.reset()
+    assert ValkeyClient.from_url(redis_url).keys("*") == []
+
+
+def two_apps(redis_url: str, tmp_path, **rates) -> tuple[TestClient, TestClient]:
+    """Two apps as two web processes run them: the same settings (one secret key, one
+    Valkey, one shared uploads folder), nothing else in common."""
+    from app.main import create_app
+
+    settings = Settings(redis_url=redis_url, secret_key="one key for all", upload_dir=tmp_path / "uploads",
+                        data_dir=tmp_path / "data", **rates)
+    clients = []
+    for _ in range(2):
+        app = create_app()
+        app.dependency_overrides[get_settings] = lambda: settings
+        clients.append(TestClient(app))
+    return clients[0], clients[1]
+
+
+def test_a_session_limit_holds_across_two_apps(redis_url, tmp_path):
+    first, second = two_apps(redis_url, tmp_path, rate_uploads_burst=2, rate_uploads_per_minute=1.0)
+    assert upload(first, 1).status_code == 201
+    second.cookies.update(dict(first.cookies))  # the same browser, sent to the other process
+    assert upload(second, 2).status_code == 201
+    refused = upload(first, 3)
+    assert refused.status_code == 429
+    assert refused.json() == {"detail": translated("es", 120)}  # two in any 120 s
+    assert upload(second, 4, lang="en").json()["detail"].startswith("Too many requests")
+    second.cookies.clear()  # another browser on the second process: its own count
+    assert upload(second, 5).status_code == 201
+
+
+def test_an_address_limit_holds_across_two_apps(redis_url, tmp_path):
+    first, second = two_apps(redis_url, tmp_path, rate_address_uploads_burst=3,
+                             rate_address_uploads_per_minute=1.0)
+    statuses = []
+    for i, client in enumerate([first, second, first, second]):
+        client.cookies.clear()  # a script that drops its cookie, spread over both processes
+        statuses.append(upload(client, i).status_code)
+    assert statuses == [201, 201, 201, 429]
 
 
 # ---------------------------------------------------------------- in the browser ----------
