@@ -4,13 +4,16 @@ subscription per process wakes the right local waiters, and survives an outage."
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from app.backend import Hub, publish
 from app.settings import Settings
 
 
 def _run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    """In a thread of its own: a browser test's Playwright loop may be running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, 30)).result()
 
 
 async def _started(url: str) -> tuple[Hub, asyncio.Task]:
