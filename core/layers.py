@@ -191,9 +191,14 @@ class Pool2D(Layer):
             raise ValueError(f"unknown pooling {kind!r}; choose one of: {', '.join(self.KINDS)}")
         self.kind, self.size = kind, int(size)
         self.stride = None if stride is None else int(stride)
+        # Buffers reused from training step to step, as in Conv2D: a fresh (64, 8, 28, 28)
+        # dx and the pooling's planes cost page faults every step. Evaluation
+        # (train=False) allocates afresh.
+        self._workspace = Workspace()
 
     def forward(self, x, train=True):
-        out, cache = pool_forward(x, kind=self.kind, size=self.size, stride=self.stride)
+        out, cache = pool_forward(x, kind=self.kind, size=self.size, stride=self.stride,
+                                  workspace=self._workspace if train else None)
         self.cache = cache if train else None
         return out
 
