@@ -26,6 +26,7 @@ every stream needs:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections import Counter
@@ -60,9 +61,16 @@ class Event:
     id: str | None = None
 
     def encode(self) -> str:
-        lines = self.data.splitlines() or [""]
-        head = f"id: {self.id}\n" if self.id is not None else ""
-        return head + f"event: {self.name}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+        return _encode(self.name, self.data, self.id)
+
+
+@functools.lru_cache(maxsize=64)
+def _encode(name: str, data: str, id: str | None) -> str:
+    """An event's text. Kept for the last few events: every screen of a class gets the same
+    ones (a step's stepper is ~20 KB of HTML: 1,000 phones, one encoding per process)."""
+    lines = data.splitlines() or [""]
+    head = f"id: {id}\n" if id is not None else ""
+    return head + f"event: {name}\ndata: " + "\ndata: ".join(lines) + "\n\n"
 
 
 @dataclass(eq=False)
