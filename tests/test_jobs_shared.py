@@ -12,12 +12,9 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,10 +29,10 @@ from app.jobs.shared import RedisJobQueue
 from app.jobs.worker import Training
 from app.main import create_app
 from app.settings import Settings, get_settings
+from tests.serverproc import WorkerProcess
 
 SHORT = {"dataset": "digits", "epochs": 1, "batch_size": 64}
 LONG = {"dataset": "mnist", "epochs": 30}
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def spec(**fields) -> TrainSpec:
@@ -55,24 +52,11 @@ def wait_until(check: Callable[[], object], timeout: float, every: float = 0.02)
         time.sleep(every)
 
 
-class WorkerProcess:
-    """``python -m app.jobs.worker`` on the test's Valkey, ready once its entry is alive."""
-
-    def __init__(self, url: str, log: Path) -> None:
-        self.url = url
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app.jobs.worker"], cwd=ROOT, stdout=out,
-                                         stderr=subprocess.STDOUT, env={**os.environ, "CNNLAB_REDIS_URL": url})
-
-    def wait_alive(self, r) -> WorkerProcess:
-        assert wait_until(lambda: self.proc.poll() is not None or store.live_workers(r) > 0, 20), "no worker came"
-        assert self.proc.poll() is None, "the worker exited"
-        return self
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+def alive(worker: WorkerProcess, r) -> WorkerProcess:
+    """``worker`` once its entry among the live workers is there (what the queue counts)."""
+    assert wait_until(lambda: not worker.alive() or store.live_workers(r) > 0, 20), "no worker came"
+    assert worker.alive(), f"the worker exited:\n{worker.log()}"
+    return worker
 
 
 @pytest.fixture
@@ -99,7 +83,7 @@ def workers(redis_url, tmp_path) -> Iterator[Callable[[], WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:
-        worker = WorkerProcess(redis_url, tmp_path / "worker.log")
+        worker = WorkerProcess(tmp_path, CNNLAB_REDIS_URL=redis_url).start(wait=False)
         started.append(worker)
         return worker
 
@@ -146,7 +130,7 @@ def stepping(queue: RedisJobQueue, session: str, job_id: str) -> Job:
 
 def test_a_worker_trains_a_job_that_every_web_process_sees(settings, workers, hub, english):
     web1, web2 = RedisJobQueue(settings), RedisJobQueue(settings, hub=hub)
-    worker = workers().wait_alive(web1.r)
+    worker = alive(workers(), web1.r)
     submitted = web1.submit("s1", spec(), "10.0.0.1")
     watched = web2.get("s1", submitted.id)  # from here on, only the Hub's wake-ups refresh it
     version = -1
@@ -176,7 +160,7 @@ def test_a_worker_trains_a_job_that_every_web_process_sees(settings, workers, hu
 
 def test_a_stopped_job_stops_within_a_second(queues, workers, english):
     web1, web2 = queues
-    workers().wait_alive(web1.r)
+    alive(workers(), web1.r)
     job = web1.submit("a", long_spec())
     stepping(web2, "a", job.id)
     asked = time.monotonic()
@@ -193,7 +177,7 @@ def test_a_stopped_job_stops_within_a_second(queues, workers, english):
 
 def test_a_worker_told_to_shut_down_stops_its_job_first(queues, workers, english):
     web1, _ = queues
-    worker = workers().wait_alive(web1.r)
+    worker = alive(workers(), web1.r)
     job = stepping(web1, "a", web1.submit("a", long_spec()).id)
     worker.proc.send_signal(signal.SIGTERM)  # docker stop, systemctl stop
     job = finish(web1, "a", job.id, timeout=5)
@@ -204,7 +188,7 @@ def test_a_worker_told_to_shut_down_stops_its_job_first(queues, workers, english
 
 def test_a_horse_that_ignores_the_stop_is_killed_after_the_grace(redis_url, workers, english):
     web = RedisJobQueue(Settings(redis_url=redis_url, job_stop_grace_seconds=1))
-    workers().wait_alive(web.r)
+    alive(workers(), web.r)
     job = stepping(web, "a", web.submit("a", long_spec()).id)
     pid = int(web.r.hget(store.job_key(job.id), "pid"))
     os.kill(pid, signal.SIGSTOP)  # deaf to the stop flag, heartbeat and all
@@ -273,7 +257,7 @@ def test_without_a_worker_a_queued_job_says_so_and_runs_when_one_comes(queues, w
 
 def test_a_killed_worker_fails_its_job_and_a_new_worker_takes_the_next(queues, workers, english):
     web1, web2 = queues
-    first = workers().wait_alive(web1.r)
+    first = alive(workers(), web1.r)
     job = stepping(web1, "a", web1.submit("a", long_spec()).id)
     pid = int(web1.r.hget(store.job_key(job.id), "pid"))
     first.proc.kill()
