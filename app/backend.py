@@ -37,7 +37,8 @@ import redis.asyncio as aioredis
 from app.appstate import shared
 from app.settings import Settings, settings_for
 
-__all__ = ["KEY", "WAKE", "Hub", "SharedStoreDown", "client", "hub_for", "publish", "redis_url", "start_hub"]
+__all__ = ["KEY", "WAKE", "Hub", "SharedStoreDown", "Wakeup", "client", "hub_for", "publish", "redis_url",
+           "start_hub"]
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +122,20 @@ def publish(settings: Settings, channel: str, data: str | bytes | int = b"") -> 
     client(settings).publish(channel, data)
 
 
-class _Waiter:
-    """One local waiter of a channel (an event stream): an asyncio.Event set by the Hub."""
+class Wakeup:
+    """One event stream's wake-up call (a ``Subscription``): an asyncio.Event of the stream's
+    loop, set from any thread or loop by ``wake()``; ``close()`` tells its owner (the Hub, or
+    the in-process class store) to forget it."""
 
-    def __init__(self, hub: Hub, channel: str) -> None:
-        self.hub, self.channel = hub, channel
+    def __init__(self, channel: str, on_close: Callable[[Wakeup], None]) -> None:
+        self.channel, self._on_close = channel, on_close
         self.event = asyncio.Event()
         self.loop = asyncio.get_running_loop()
 
     def wake(self) -> None:
         if self.loop is _running_loop():
             self.event.set()
-        else:  # a waiter of another loop (tests run a live server and a TestClient)
+        else:  # woken from another thread or loop (tests run a live server and a TestClient)
             self.loop.call_soon_threadsafe(self.event.set)
 
     async def wait(self, timeout: float) -> bool:
@@ -144,7 +147,7 @@ class _Waiter:
         return True
 
     def close(self) -> None:
-        self.hub._drop(self)
+        self._on_close(self)
 
 
 class Hub:
@@ -156,18 +159,18 @@ class Hub:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._waiters: dict[str, set[_Waiter]] = {}
+        self._waiters: dict[str, set[Wakeup]] = {}
         self._listeners: list[tuple[str, Callable[[str, bytes], None]]] = []
         self.connected = asyncio.Event()
         self.messages = 0  # received, for tests and benchmarks
         self.task: asyncio.Task | None = None
 
-    def subscribe(self, channel: str) -> _Waiter:
-        waiter = _Waiter(self, channel)
+    def subscribe(self, channel: str) -> Wakeup:
+        waiter = Wakeup(channel, self._drop)
         self._waiters.setdefault(channel, set()).add(waiter)
         return waiter
 
-    def _drop(self, waiter: _Waiter) -> None:
+    def _drop(self, waiter: Wakeup) -> None:
         waiters = self._waiters.get(waiter.channel)
         if waiters is not None:
             waiters.discard(waiter)

@@ -12,13 +12,13 @@ stream then reads the room and sends what changed. The routes never ask which st
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from app.appstate import shared
+from app.backend import Wakeup
 from app.classroom.access import new_code
 from app.classroom.room import Room
 from app.errors import InputError
@@ -91,36 +91,6 @@ def is_over(room: Room, now: float, idle_seconds: float, empty_seconds: float) -
 # ============================================================================== in this process
 
 
-class _Waker:
-    """One event stream's wake-up call: an asyncio.Event set from any thread."""
-
-    def __init__(self, store: MemoryClassStore, code: str) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.event = asyncio.Event()
-        self.store, self.code = store, code
-
-    def wake(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.event.set()
-        else:
-            self.loop.call_soon_threadsafe(self.event.set)
-
-    async def wait(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            return False
-        self.event.clear()
-        return True
-
-    def close(self) -> None:
-        self.store._unsubscribe(self)
-
-
 class MemoryClassStore:
     """Classes in this process's memory: enough for one server process (``cnnlab`` runs one)."""
 
@@ -128,7 +98,7 @@ class MemoryClassStore:
 
     def __init__(self) -> None:
         self._rooms: dict[str, Room] = {}
-        self._subs: dict[str, set[_Waker]] = {}
+        self._subs: dict[str, set[Wakeup]] = {}
         self._lock = threading.Lock()
 
     def create(self, secret_hash: str, now: float, max_classes: int) -> Room:
@@ -184,18 +154,18 @@ class MemoryClassStore:
         return gone
 
     def subscribe(self, code: str) -> Subscription:
-        waker = _Waker(self, code)
+        waker = Wakeup(code, self._unsubscribe)
         with self._lock:
             self._subs.setdefault(code, set()).add(waker)
         return waker
 
-    def _unsubscribe(self, waker: _Waker) -> None:
+    def _unsubscribe(self, waker: Wakeup) -> None:
         with self._lock:
-            subs = self._subs.get(waker.code)
+            subs = self._subs.get(waker.channel)
             if subs is not None:
                 subs.discard(waker)
                 if not subs:
-                    del self._subs[waker.code]
+                    del self._subs[waker.channel]
 
 
 # ============================================================================== the app's store
