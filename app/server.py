@@ -49,6 +49,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from app.clientaddr import is_trusted
 from app.eventstream import stop_streams
 from app.settings import Settings, get_settings
+from app.supervise import die_with_parent
 
 log = logging.getLogger("uvicorn.error")
 
@@ -291,15 +292,6 @@ def serve_child(fd: int, host: str, port: int) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """In a child, before it runs: SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class Supervisor:
     """``workers`` web processes on ``host:port`` (module docstring)."""
 
@@ -312,7 +304,7 @@ class Supervisor:
         # A fresh interpreter per child (nothing of this process is inherited but the socket),
         # whatever script started this one.
         code = f"from app.server import serve_child; serve_child({sock.fileno()}, {self.host!r}, {self.port})"
-        child = subprocess.Popen([sys.executable, "-c", code], pass_fds=[sock.fileno()], preexec_fn=_die_with_parent)
+        child = subprocess.Popen([sys.executable, "-c", code], pass_fds=[sock.fileno()], preexec_fn=lambda: die_with_parent(signal.SIGTERM))
         log.info("Started web process [%d]", child.pid)
         return child, time.monotonic()
 

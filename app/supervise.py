@@ -15,7 +15,10 @@ message: a student reading in Spanish never sees English.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -82,3 +85,19 @@ class Watchdog:
             return None
         self.proc.kill()
         return reason
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int, parent_pid: int | None = None) -> None:
+    """In a child: receive ``sig`` when the parent dies, even by SIGKILL (Linux; elsewhere
+    nothing). With ``parent_pid``, a parent that died before this call ends the child now."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)

@@ -93,8 +93,9 @@ def run(job: dict, conn: Connection, stop_fd: int) -> None:
     conn.send(("end", status, final_metrics(model, dataset), model.flat_params, filters_of(model)))
 
 
-def main(argv: list[str]) -> int:
-    msg_fd, stop_fd, job = int(argv[0]), int(argv[1]), json.loads(argv[2])
+def lower_priority() -> None:
+    """This process trains after everything else: the idle scheduling policy, else the
+    lowest nice level (see the module docstring)."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux, or not allowed
@@ -102,6 +103,11 @@ def main(argv: list[str]) -> int:
             os.nice(NICE)
         except OSError:
             pass
+
+
+def main(argv: list[str]) -> int:
+    msg_fd, stop_fd, job = int(argv[0]), int(argv[1]), json.loads(argv[2])
+    lower_priority()
     conn = Connection(msg_fd, readable=False)
     try:
         run(job, conn, stop_fd)

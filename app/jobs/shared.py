@@ -57,6 +57,15 @@ _FIELDS = ("session", "address", "spec", "status", "created", "started", "finish
            "metrics", "filters", "heartbeat", "wver", "rgen", "stop", "stop_at")
 
 
+class _Mirror(Job):
+    """A job shown from its hash in Valkey, and which of the hash's versions it shows."""
+
+    def __init__(self, session: str, spec: TrainSpec, *, address: str | None, job_id: str) -> None:
+        super().__init__(session, spec, address=address, job_id=job_id)
+        self.hash_version = self.weights_version = self.records_generation = -1
+        self.refresh_lock = threading.Lock()
+
+
 class RedisJobQueue:
     """The JobQueue (app/jobs/queue.py) of several web processes sharing one Valkey/Redis."""
 
@@ -66,7 +75,7 @@ class RedisJobQueue:
         self.scripts = store.Scripts(self.r)
         self.rq = Queue(store.QUEUE_NAME, connection=self.r)
         self._lock = threading.Lock()
-        self._mirrors: dict[str, Job] = {}
+        self._mirrors: dict[str, _Mirror] = {}
         self._pending: set[str] = set()
         self._wake = threading.Event()
         self._touched: dict[str, float] = {}
@@ -174,11 +183,8 @@ class RedisJobQueue:
             p.pexpire(store.session_jobs_key(job.session), 2 * ttl + 60_000)
             p.execute()
         self.touch(job.session, force=True)
-        _mirror_state(job, 1)
-        with self._lock:
-            self._mirrors[job.id] = job
         self._trim(job.session)
-        return job
+        return job  # every process (this one too) mirrors it from Valkey when asked
 
     def sweep(self) -> int:
         """Fail lost jobs, stop queued jobs nobody watches, kill horses that ignore a stop, and
@@ -220,7 +226,7 @@ class RedisJobQueue:
 
     # -- mirrors ------------------------------------------------------------------
 
-    def _mirror(self, job_id: str, session: str) -> Job:
+    def _mirror(self, job_id: str, session: str) -> _Mirror:
         with self._lock:
             job = self._mirrors.get(job_id)
         if job is not None:
@@ -234,12 +240,11 @@ class RedisJobQueue:
         data = self._read(job_id)
         if data is None or not secrets.compare_digest(data["session"] or "", session):
             raise JobNotFound()
-        job = Job(session, TrainSpec.model_validate_json(data["spec"]), address=data["address"] or None,
-                  job_id=job_id)
-        _mirror_state(job, -1)
+        job = _Mirror(session, TrainSpec.model_validate_json(data["spec"]), address=data["address"] or None,
+                      job_id=job_id)
         with self._lock:
             job = self._mirrors.setdefault(job_id, job)
-        with job._refresh_lock:  # type: ignore[attr-defined]
+        with job.refresh_lock:
             self._apply(job, data)
         return job
 
@@ -255,22 +260,22 @@ class RedisJobQueue:
         data["records"], data["from"], data["rank"] = records, n_records, rank
         return data
 
-    def _refresh(self, job: Job, *, weights: bool = True) -> bool:
+    def _refresh(self, job: _Mirror, *, weights: bool = True) -> bool:
         """Read the job's hash again; False when it is gone (the mirror keeps what it showed).
         Without ``weights`` (a request, maybe on the event loop), a running job's model is
         left to the refresher thread (a wake-up or a second away)."""
-        with job._refresh_lock:  # type: ignore[attr-defined]  # one refresh at a time appends records once
+        with job.refresh_lock:  # one refresh at a time appends records once
             with job.cond:
                 n = len(job._batch_records)
             data = self._read(job.id, n)
-            if data is not None and int(data["rgen"] or 0) != job._rgen:  # type: ignore[attr-defined]
+            if data is not None and int(data["rgen"] or 0) != job.records_generation:
                 data = self._read(job.id, 0)
             if data is None:
                 return False
             self._apply(job, data, weights=weights)
             return True
 
-    def _apply(self, job: Job, data: dict[str, Any], *, weights: bool = True) -> None:
+    def _apply(self, job: _Mirror, data: dict[str, Any], *, weights: bool = True) -> None:
         data = self._check(job.id, data) or data
         status = data["status"]
         position = data["rank"] + 1 if data["rank"] is not None and status == "queued" else None
@@ -279,17 +284,17 @@ class RedisJobQueue:
             message = [NO_WORKER, {}]
         version = int(data["version"] or 0)
         wver, rgen = int(data["wver"] or 0), int(data["rgen"] or 0)
-        fetch = wver != job._wver and (weights or job.model is None or status in FINISHED)  # type: ignore[attr-defined]
+        fetch = wver != job.weights_version and (weights or job.model is None or status in FINISHED)
         blob = self.r.hget(store.job_key(job.id), "weights") if fetch else None
         model = None
         if blob is not None:
             model = job.model or build_model(job.spec)
             flat = np.load(io.BytesIO(blob), allow_pickle=False)
         with job.cond:
-            changed = (version != job._hv or position != job.queue_position  # type: ignore[attr-defined]
+            changed = (version != job.hash_version or position != job.queue_position
                        or (tuple(message) if message else None) != job._message)
-            if version != job._hv:  # type: ignore[attr-defined]
-                job._hv = version  # type: ignore[attr-defined]
+            if version != job.hash_version:
+                job.hash_version = version
                 job.status = status
                 job.created = float(data["created"] or job.created)
                 job.started = float(data["started"]) if data["started"] else None
@@ -298,15 +303,15 @@ class RedisJobQueue:
                 if data["filters"]:
                     job.filters = json.loads(data["filters"])
                 records = [json.loads(r) for r in data["records"]]
-                if rgen != job._rgen or data["from"] == 0:  # type: ignore[attr-defined]
+                if rgen != job.records_generation or data["from"] == 0:
                     job._batch_records = records
                 else:
                     job._batch_records = job._batch_records + records
-                job._rgen = rgen  # type: ignore[attr-defined]
+                job.records_generation = rgen
             if blob is not None:
                 np.copyto(model.flat_params, flat)
                 job.model = model
-                job._wver = wver  # type: ignore[attr-defined]
+                job.weights_version = wver
             job.queue_position = position
             job._message = (message[0], message[1]) if message else None
             if changed:
@@ -410,10 +415,3 @@ class RedisJobQueue:
                     log.debug("could not refresh job %s", job.id, exc_info=True)
                 except Exception:
                     log.exception("refreshing job %s", job.id)
-
-
-def _mirror_state(job: Job, version: int) -> None:
-    """What a mirror knows of its hash: the version, weights and records generation it shows."""
-    job._hv, job._wver, job._rgen = version, version, 0 if version >= 0 else -1  # type: ignore[attr-defined]
-    job._refresh_lock = threading.Lock()  # type: ignore[attr-defined]
-

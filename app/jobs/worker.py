@@ -21,7 +21,6 @@ processes can tell queued jobs whether any worker is there at all.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import json
 import logging
@@ -43,11 +42,11 @@ from app.jobs.job import Job
 from app.jobs.local import seconds_text
 from app.jobs.spec import TrainSpec, build_model, worker_job
 from app.settings import Settings
-from app.supervise import exit_reason
+from app.supervise import die_with_parent, exit_reason
 from core import datasets
 from core import train as core_train
 from core.optim import make_optimizer
-from core.train_worker import NICE, filters_of, final_metrics
+from core.train_worker import filters_of, final_metrics, lower_priority
 
 __all__ = ["main", "train", "on_stopped"]
 
@@ -60,7 +59,6 @@ HEARTBEAT_SECONDS = 1.0
 # A worker's entry in cnnlab:workers is renewed this often and lasts this long.
 ALIVE_EVERY_SECONDS = 2.0
 ALIVE_FOR_SECONDS = 6.0
-PR_SET_PDEATHSIG = 1
 RESTART_SECONDS = 1.0
 END_RETRY_SECONDS = 10.0
 UNSUBSCRIBE_WAIT_SECONDS = 0.2
@@ -78,8 +76,10 @@ class _Gone(Exception):
 
 def train(job_id: str) -> None:
     """The RQ job: train ``job_id`` (in the work horse)."""
-    _die_with_worker()
-    _lower_priority()
+    # A killed worker leaves no training behind: its horse gets SIGKILL (its job is then lost).
+    worker_pid = os.environ.get(WORKER_PID_ENV)
+    die_with_parent(signal.SIGKILL, int(worker_pid) if worker_pid else None)
+    lower_priority()  # as core/train_worker.py: pages sharing the host come first
     try:
         training = Training(get_current_job().connection, job_id)
     except _Gone:  # expired while it waited
@@ -223,31 +223,6 @@ class Training:
         self.batch_every = job._batch_every
         if records:
             self.pushed_seq = records[-1]["seq"]
-
-
-def _die_with_worker() -> None:
-    """The horse gets SIGKILL when its worker dies (Linux), so a killed worker leaves no
-    training behind; its job is then failed as lost."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    worker_pid = os.environ.get(WORKER_PID_ENV)
-    if worker_pid and os.getppid() != int(worker_pid):  # the worker died before prctl
-        os._exit(1)
-
-
-def _lower_priority() -> None:
-    """As core/train_worker.py: pages (when a worker shares a host with them) come first."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        try:
-            os.nice(NICE)
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------- the worker
