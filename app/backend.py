@@ -34,8 +34,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from app.appstate import shared
-from app.settings import Settings, settings_for
+from cnnlab.app.appstate import shared
+from cnnlab.app.settings import Settings, settings_for
 
 __all__ = ["KEY", "WAKE", "Hub", "SharedStoreDown", "Wakeup", "client", "hub_for", "publish", "redis_url",
            "start_hub"]

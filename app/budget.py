@@ -38,15 +38,15 @@ import numpy as np
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import InputError, input_error_handler
-from app.guards import BodyTooLarge
-from app.i18n import gettext as _
-from app.i18n import use_locale
-from app.images import format_bytes, format_number
-from app.jobs import TrainSpec, build_model, export_npz
-from app.settings import Settings, settings_for
-from app.templating import request_locale
-from core.conv import conv_geometry
+from cnnlab.app.errors import InputError, input_error_handler
+from cnnlab.app.guards import BodyTooLarge
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.i18n import use_locale
+from cnnlab.app.images import format_bytes, format_number
+from cnnlab.app.jobs import TrainSpec, build_model, export_npz
+from cnnlab.app.settings import Settings, settings_for
+from cnnlab.app.templating import request_locale
+from cnnlab.core.conv import conv_geometry
 
 __all__ = ["MAX_JSON_DEPTH", "MAX_JSON_LISTS", "SMALL_BODIES", "BodyBudget", "BudgetError", "ConvCost", "check_conv",
            "conv_cost", "json_body_problem", "largest_model_spec", "model_file_limit"]

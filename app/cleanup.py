@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import anyio
 from fastapi import FastAPI
 
-from app.images import sweep_expired
-from app.jobs import JobQueue
-from app.settings import Settings, settings_for
+from cnnlab.app.images import sweep_expired
+from cnnlab.app.jobs import JobQueue
+from cnnlab.app.settings import Settings, settings_for
 
 __all__ = ["Swept", "cleanup_interval", "run_cleanup", "sweep_once"]
 

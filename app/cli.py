@@ -1,4 +1,4 @@
-"""The ``cnnlab`` console command (``python -m app`` runs the same).
+"""The ``cnnlab`` console command (``python -m cnnlab`` runs the same).
 
     cnnlab [--host H] [--port P]           one web process (guarded uvicorn: app/server.py)
     cnnlab --workers N                     N web processes sharing one socket (app/server.Supervisor)
@@ -47,7 +47,7 @@ def load_settings():  # -> Settings
     """The settings of this process's ``CNNLAB_*`` variables; a bad value is a start-up error."""
     from pydantic import ValidationError
 
-    from app.settings import get_settings
+    from cnnlab.app.settings import get_settings
 
     try:
         return get_settings()
@@ -78,7 +78,7 @@ def worker(argv: Sequence[str]) -> None:
     else:
         settings = load_settings()
         check_shared(settings, needed_for="cnnlab worker")
-    from app.jobs.worker import main as worker_main
+    from cnnlab.app.jobs.worker import main as worker_main
 
     try:
         code = worker_main(list(argv))
@@ -99,14 +99,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.reload:  # development only: uvicorn's reloader runs the app in a child of its own
         import uvicorn
 
-        uvicorn.run("app.main:app", host=args.host, port=args.port, reload=True)
+        uvicorn.run("cnnlab.app.main:app", host=args.host, port=args.port, reload=True)
         return
     if args.workers > 1:
-        from app.server import Supervisor
+        from cnnlab.app.server import Supervisor
 
         raise SystemExit(Supervisor(args.host, args.port, args.workers).run())
-    from app.main import app
-    from app.server import make_server
+    from cnnlab.app.main import app
+    from cnnlab.app.server import make_server
 
     try:
         make_server(app, args.host, args.port, settings).run()

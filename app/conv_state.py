@@ -15,12 +15,12 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from app import budget, images
-from app.i18n import N_
-from app.i18n import gettext as _
-from app.settings import Settings
-from core import kernels
-from core.conv import (
+from cnnlab.app import budget, images
+from cnnlab.app.i18n import N_
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.settings import Settings
+from cnnlab.core import kernels
+from cnnlab.core.conv import (
     OutputSizeError,
     conv_geometry,
     output_size_formula,

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app import images
-from app.conv_state import (
+from cnnlab.app import images
+from cnnlab.app.conv_state import (
     CHANNEL_NAMES_RGB,
     MAX_DILATION,
     MAX_FILTERS,
@@ -42,10 +42,10 @@ from app.conv_state import (
     where_kernel,
     working_array,
 )
-from app.i18n import gettext as _
-from app.settings import Settings
-from core import numfmt
-from core.conv import (
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.settings import Settings
+from cnnlab.core import numfmt
+from cnnlab.core.conv import (
     conv_forward,
     conv_step,
     format_factor,

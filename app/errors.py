@@ -24,8 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from app.i18n import N_, gettext, use_locale
-from app.templating import render, request_locale
+from cnnlab.app.i18n import N_, gettext, use_locale
+from cnnlab.app.templating import render, request_locale
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ async def shared_store_down_handler(request: Request, exc: Exception) -> Respons
 async def server_error_handler(request: Request, exc: Exception) -> Response:
     # Starlette logs the exception and re-raises it after this response is sent. This answer is
     # sent from outside every middleware, so it carries the security headers itself.
-    from app.security import add_security_headers
+    from cnnlab.app.security import add_security_headers
 
     if isinstance(exc, SHARED_STORE_DOWN):  # raised in a middleware, outside the routes' handlers
         response = _shared_store_down(request)

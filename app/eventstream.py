@@ -37,12 +37,12 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from app.appstate import shared
-from app.backend import SharedStoreDown
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.ratelimit import address_key
-from app.settings import settings_for
+from cnnlab.app.appstate import shared
+from cnnlab.app.backend import SharedStoreDown
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.ratelimit import address_key
+from cnnlab.app.settings import settings_for
 
 __all__ = ["Event", "event_stream", "stop_streams", "HEARTBEAT_SECONDS"]
 

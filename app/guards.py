@@ -27,12 +27,12 @@ from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import InputError, input_error_handler
-from app.i18n import gettext as _
-from app.i18n import use_locale
-from app.images import too_many_bytes
-from app.settings import Settings, settings_for
-from app.templating import request_locale, wants_fragment
+from cnnlab.app.errors import InputError, input_error_handler
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.i18n import use_locale
+from cnnlab.app.images import too_many_bytes
+from cnnlab.app.settings import Settings, settings_for
+from cnnlab.app.templating import request_locale, wants_fragment
 
 __all__ = ["MAX_BODY_BYTES", "MAX_QUERY_BYTES", "BodyTooLarge", "RequestGuard", "body_limit", "page_status"]
 

@@ -31,8 +31,8 @@ from babel.support import Translations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.numbers import use_numbers
-from app.settings import settings_for
+from cnnlab.app.numbers import use_numbers
+from cnnlab.app.settings import settings_for
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"

@@ -44,9 +44,9 @@ import numpy as np
 from babel.numbers import format_decimal
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import InputError
-from app.i18n import N_, get_locale, gettext
-from app.settings import Settings
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import N_, get_locale, gettext
+from cnnlab.app.settings import Settings
 
 Color = Literal["gray", "rgb"]
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def _sample_image(name: str) -> Image.Image:
     """The sample, decoded once; callers get a copy (a PIL image is mutable)."""
     sample = SAMPLES[name]
     if sample.file is None:
-        from core.datasets import load_raw
+        from cnnlab.core.datasets import load_raw
 
         images, labels = load_raw("mnist")
         # The first 7 in source order: the same picture on every machine.

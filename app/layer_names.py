@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import numbers
-from app.i18n import N_
-from app.i18n import gettext as _
+from cnnlab.app import numbers
+from cnnlab.app.i18n import N_
+from cnnlab.app.i18n import gettext as _
 
 LAYER_NAMES = {"Conv2D": N_("Convolution"), "Activation": N_("Activation"), "Pool2D": N_("Pooling"),
                "Flatten": N_("Flatten"), "Dense": N_("Dense")}

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI
 from starlette.routing import Match
 
-from app.i18n import N_
+from cnnlab.app.i18n import N_
 
 
 @dataclass(frozen=True)

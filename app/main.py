@@ -14,29 +14,29 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import i18n
-from app.api_schema import install_openapi
-from app.cleanup import run_cleanup
-from app.backend import start_hub
-from app.budget import BodyBudget
-from app.errors import install_error_handlers
-from app.guards import RequestGuard
-from app.i18n import LocaleMiddleware
-from app.routers import api, health, pages
-from app.routers import conv
-from app.routers import pipeline
-from app.routers import lesson_pages
-from app.routers import images as image_routes
-from app.routers import train_api
-from app.routers import train_page
-from app.routers import classroom
-from app.routers import class_seats
-from app.routers import practice
-from app.jobs import make_queue
-from app.security import SecurityMiddleware
-from app.session import SessionMiddleware
-from app.settings import settings_for
-from app.templating import STATIC_DIR, env
+from cnnlab.app import i18n
+from cnnlab.app.api_schema import install_openapi
+from cnnlab.app.cleanup import run_cleanup
+from cnnlab.app.backend import start_hub
+from cnnlab.app.budget import BodyBudget
+from cnnlab.app.errors import install_error_handlers
+from cnnlab.app.guards import RequestGuard
+from cnnlab.app.i18n import LocaleMiddleware
+from cnnlab.app.routers import api, health, pages
+from cnnlab.app.routers import conv
+from cnnlab.app.routers import pipeline
+from cnnlab.app.routers import lesson_pages
+from cnnlab.app.routers import images as image_routes
+from cnnlab.app.routers import train_api
+from cnnlab.app.routers import train_page
+from cnnlab.app.routers import classroom
+from cnnlab.app.routers import class_seats
+from cnnlab.app.routers import practice
+from cnnlab.app.jobs import make_queue
+from cnnlab.app.security import SecurityMiddleware
+from cnnlab.app.session import SessionMiddleware
+from cnnlab.app.settings import settings_for
+from cnnlab.app.templating import STATIC_DIR, env
 
 try:
     __version__ = version("cnnlab")

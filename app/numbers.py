@@ -23,7 +23,7 @@ from babel import Locale
 from babel.numbers import format_decimal, format_percent, parse_pattern
 from jinja2 import pass_context
 
-from core import numfmt
+from cnnlab.core import numfmt
 
 _locale: contextvars.ContextVar[str | None] = contextvars.ContextVar("cnnlab_number_locale", default=None)
 PLAIN = "en"  # the API's numbers: a decimal point, no grouping

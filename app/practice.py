@@ -22,11 +22,11 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.i18n import N_
-from app.i18n import gettext as _
-from app.settings import Settings, settings_for
-from core import numfmt
-from core.exercises import (
+from cnnlab.app.i18n import N_
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.settings import Settings, settings_for
+from cnnlab.core import numfmt
+from cnnlab.core.exercises import (
     KINDS,
     LEVELS,
     MAX_SEED,

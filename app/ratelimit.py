@@ -34,12 +34,12 @@ from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.requests import HTTPConnection
 
-from app import backend
-from app.clientaddr import client_address
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.session import session_id
-from app.settings import Settings, settings_for
+from cnnlab.app import backend
+from cnnlab.app.clientaddr import client_address
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.session import session_id
+from cnnlab.app.settings import Settings, settings_for
 
 __all__ = ["ACTIONS", "RateLimiter", "address_key", "address_waits", "hit_address", "limit", "limit_address",
            "limiter_for", "reset", "too_many"]

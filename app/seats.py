@@ -21,12 +21,12 @@ import time
 
 from starlette.requests import HTTPConnection
 
-from app.classroom import ClassStore, NoSuchClass, Room, Student, update_class
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.ratelimit import address_key, limit_address, too_many
-from app.session import session_id
-from app.settings import settings_for
+from cnnlab.app.classroom import ClassStore, NoSuchClass, Room, Student, update_class
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.ratelimit import address_key, limit_address, too_many
+from cnnlab.app.session import session_id
+from cnnlab.app.settings import settings_for
 
 __all__ = ["connect", "free_expired", "lock", "remove", "seat_list", "seat_view", "take_seat"]
 

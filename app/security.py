@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import _error_page, is_api
-from app.i18n import gettext as _
+from cnnlab.app.errors import _error_page, is_api
+from cnnlab.app.i18n import gettext as _
 
 __all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "SecurityMiddleware", "add_security_headers", "is_cross_site"]
 

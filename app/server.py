@@ -46,10 +46,10 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from app.clientaddr import is_trusted
-from app.eventstream import stop_streams
-from app.settings import Settings, get_settings
-from app.supervise import die_with_parent
+from cnnlab.app.clientaddr import is_trusted
+from cnnlab.app.eventstream import stop_streams
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.app.supervise import die_with_parent
 
 log = logging.getLogger("uvicorn.error")
 
@@ -285,7 +285,7 @@ def serve_child(fd: int, host: str, port: int) -> None:
     socket inherited as file descriptor ``fd``."""
     sock = socket.socket(fileno=fd)
     try:
-        from app.main import app
+        from cnnlab.app.main import app
 
         make_server(app, host, port).run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal; the parent stops the rest
@@ -303,7 +303,7 @@ class Supervisor:
     def _start_child(self, sock: socket.socket) -> tuple[subprocess.Popen, float]:
         # A fresh interpreter per child (nothing of this process is inherited but the socket),
         # whatever script started this one.
-        code = f"from app.server import serve_child; serve_child({sock.fileno()}, {self.host!r}, {self.port})"
+        code = f"from cnnlab.app.server import serve_child; serve_child({sock.fileno()}, {self.host!r}, {self.port})"
         child = subprocess.Popen([sys.executable, "-c", code], pass_fds=[sock.fileno()], preexec_fn=lambda: die_with_parent(signal.SIGTERM))
         log.info("Started web process [%d]", child.pid)
         return child, time.monotonic()

@@ -19,8 +19,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.i18n import _cookie
-from app.settings import Settings, settings_for
+from cnnlab.app.i18n import _cookie
+from cnnlab.app.settings import Settings, settings_for
 
 __all__ = ["SessionMiddleware", "session_id", "new_session_id", "sign", "unsign"]
 

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.clientaddr import parse_networks
-from app.secret import stored_key
+from cnnlab.app.clientaddr import parse_networks
+from cnnlab.app.secret import stored_key
 
 Locale = Literal["es", "en"]
 

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from app.i18n import N_
+from cnnlab.app.i18n import N_
 
 Reason = tuple[str, dict[str, Any]]
 

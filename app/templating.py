@@ -33,7 +33,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, sel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from app import i18n, numbers
+from cnnlab.app import i18n, numbers
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -17,10 +17,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from app import images
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.settings import Settings
+from cnnlab.app import images
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.settings import Settings
 
 CHUNK_BYTES = 64 * 1024
 # Room for the multipart headers and the small text fields (``state``) around the file.

@@ -54,7 +54,7 @@ def start_server(port: int) -> subprocess.Popen:
     # hold as many seats waiting for their screen as there are phones.
     env = dict(os.environ, CNNLAB_MAX_CLASS_STUDENTS="100000", CNNLAB_CLASS_PENDING_SEATS_PER_ADDRESS="100000",
                CNNLAB_RATE_ADDRESS_JOINS_BURST="100000")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "cnnlab.app.main:app", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], cwd=ROOT, env=env)
     return wait_until_up(proc, port)
 

@@ -33,8 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.conv import Workspace, conv_backward, conv_forward  # noqa: E402
-from core.pool import pool_backward, pool_forward  # noqa: E402
+from cnnlab.core.conv import Workspace, conv_backward, conv_forward  # noqa: E402
+from cnnlab.core.pool import pool_backward, pool_forward  # noqa: E402
 
 try:
     import torch
@@ -192,9 +192,9 @@ def tiny_step_numpy(rng, x, y):
 
 def tiny_step_model(x, y):
     """The same step through core.model.tiny_cnn, core.losses and core.optim.SGD."""
-    from core.losses import cross_entropy
-    from core.model import tiny_cnn
-    from core.optim import SGD
+    from cnnlab.core.losses import cross_entropy
+    from cnnlab.core.model import tiny_cnn
+    from cnnlab.core.optim import SGD
 
     model = tiny_cnn(input_shape=x.shape[1:], seed=0)
     optimizer = SGD(0.1)

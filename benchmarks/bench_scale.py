@@ -307,7 +307,7 @@ class Fleet:
             port = free_port()
             log = self.workdir / f"web-{port}.log"
             with open(log, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT,
+                proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "--port", str(port)], cwd=ROOT,
                                         env=self.env(redis, extra), stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
             self.procs.append((f"web:{port}", proc))
@@ -320,7 +320,7 @@ class Fleet:
         out = []
         for i in range(n):
             with open(self.workdir / f"worker-{i}.log", "wb") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "app.jobs.worker"], cwd=ROOT, env=self.env(True, extra),
+                proc = subprocess.Popen([sys.executable, "-m", "cnnlab.app.jobs.worker"], cwd=ROOT, env=self.env(True, extra),
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             self.procs.append((f"worker:{i}", proc))
             out.append(proc)

@@ -116,7 +116,7 @@ def serve(port: int, out_path: str) -> None:
     import uvicorn
 
     sys.path.insert(0, ROOT)
-    from app.main import app
+    from cnnlab.app.main import app
 
     timed = TimedApp(app)
     try:

@@ -39,9 +39,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.losses import cross_entropy  # noqa: E402
-from core.model import tiny_cnn  # noqa: E402
-from core.optim import Adam  # noqa: E402
+from cnnlab.core.losses import cross_entropy  # noqa: E402
+from cnnlab.core.model import tiny_cnn  # noqa: E402
+from cnnlab.core.optim import Adam  # noqa: E402
 
 CASES = [  # (label, batch N, image H = W, goal for numpy/torch)
     ("mnist 64×1×28×28", 64, 28, 0.5),

@@ -94,7 +94,7 @@ def main() -> int:
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_train_streams_{port}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "cnnlab.app.main:app", "--host", "127.0.0.1", "--port",
                                  str(port), "--workers", "1"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_up(proc, port, log)

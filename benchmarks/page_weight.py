@@ -47,7 +47,7 @@ CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)['\"]?\s*\)")
 def start_server(port: int) -> subprocess.Popen:
     """``python -m uvicorn app.main:app`` on loopback; returns once /healthz answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", "cnnlab.app.main:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning"],
         cwd=ROOT,
     )

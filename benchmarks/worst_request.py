@@ -84,8 +84,8 @@ def noise_png(side: int) -> bytes:
 
 
 def largest_model_file() -> bytes:
-    from app.budget import largest_model_spec
-    from app.jobs import build_model, export_npz
+    from cnnlab.app.budget import largest_model_spec
+    from cnnlab.app.jobs import build_model, export_npz
 
     spec = largest_model_spec()
     return export_npz(SimpleNamespace(model=build_model(spec), spec=spec, cond=Lock()))
@@ -158,7 +158,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--goal", type=float, default=100.0, help="most MB one request may add to the peak")
     args = parser.parse_args()
-    from app.settings import Settings
+    from cnnlab.app.settings import Settings
 
     settings = Settings()
     port = free_port()
@@ -166,7 +166,7 @@ def main() -> int:
         env = {**os.environ, "CNNLAB_UPLOAD_DIR": str(Path(workdir) / "uploads")}
         log = Path(workdir) / "server.log"
         with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+            proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "cnnlab.app.main:app", "--host", "127.0.0.1",
                                      "--port", str(port), "--log-level", "warning"],
                                     cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
         try:

@@ -41,7 +41,7 @@ if "CNNLAB_DATA_DIR" not in os.environ:
     os.environ["CNNLAB_DATA_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-data-")
     atexit.register(shutil.rmtree, os.environ["CNNLAB_DATA_DIR"], True)
 
-from app.main import app as cnnlab_app  # noqa: E402
+from cnnlab.app.main import app as cnnlab_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS_DIR = Path(os.environ.get("CNNLAB_SHOTS_DIR", "/tmp/shots"))
@@ -95,7 +95,7 @@ def redis_url(valkey) -> str:
 def _fresh_rate_limits() -> None:
     """Every test starts with no count: per-address limits would otherwise add up over the
     suite, whose requests all come from one address."""
-    from app import ratelimit
+    from cnnlab.app import ratelimit
 
     ratelimit.reset()
 

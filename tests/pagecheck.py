@@ -9,7 +9,7 @@ from bs4 import BeautifulSoup
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from app.i18n import gettext, use_locale
+from cnnlab.app.i18n import gettext, use_locale
 
 # Screenshots go into the README: keep each small.
 SHOT_LIMIT_BYTES = 250 * 1024

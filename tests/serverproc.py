@@ -75,7 +75,7 @@ class CnnlabProcess:
                 resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(self.port)], cwd=ROOT,
+            self.proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "--port", str(self.port)], cwd=ROOT,
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          preexec_fn=before_exec)
         if not wait:  # several started at once: wait_ready() each afterwards
@@ -173,7 +173,7 @@ class WorkerProcess:
 
     def start(self, wait: bool = True) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app.jobs.worker"], cwd=ROOT, env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "cnnlab.app.jobs.worker"], cwd=ROOT, env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self.wait_ready() if wait else self
 

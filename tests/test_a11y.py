@@ -29,10 +29,10 @@ from pagecheck import (
 from PIL import Image
 from playwright.sync_api import expect
 
-from app.conv_view import NEGATIVE, POSITIVE, colourize
-from app.routers.train_page import png_data_uri
-from core import kernels
-from core.conv import conv_forward_naive, conv_step
+from cnnlab.app.conv_view import NEGATIVE, POSITIVE, colourize
+from cnnlab.app.routers.train_page import png_data_uri
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_forward_naive, conv_step
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from core.activations import ACTIVATIONS, get_activation
-from core.losses import cross_entropy, cross_entropy_terms, log_softmax, softmax
+from cnnlab.core.activations import ACTIVATIONS, get_activation
+from cnnlab.core.losses import cross_entropy, cross_entropy_terms, log_softmax, softmax
 from gradcheck import check_gradient
 
 

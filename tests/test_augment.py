@@ -5,9 +5,9 @@ training loop uses them on training batches only."""
 import numpy as np
 import pytest
 
-from core.augment import affine_matrices, random_affine, warp
-from core.datasets import load_digits
-from core.train import DEFAULTS, default_setup, train
+from cnnlab.core.augment import affine_matrices, random_affine, warp
+from cnnlab.core.datasets import load_digits
+from cnnlab.core.train import DEFAULTS, default_setup, train
 
 
 def images(n=4, size=7, seed=0):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from app.backend import Hub, publish
-from app.settings import Settings
+from cnnlab.app.backend import Hub, publish
+from cnnlab.app.settings import Settings
 
 
 def _run(coro):
@@ -82,7 +82,7 @@ def test_a_hung_server_costs_one_timeout_then_calls_fail_at_once(valkey, redis_u
     import pytest
     import redis
 
-    from app import backend
+    from cnnlab.app import backend
 
     settings = Settings(redis_url=redis_url, secret_key="k")
     store = backend.client(settings)

@@ -39,12 +39,12 @@ from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app import images
-from app.guards import MAX_BODY_BYTES, MAX_QUERY_BYTES
-from app.i18n import gettext, use_locale
-from app.main import app as cnnlab_app
-from app.settings import Settings, get_settings
-from core.conv import output_size_formula
+from cnnlab.app import images
+from cnnlab.app.guards import MAX_BODY_BYTES, MAX_QUERY_BYTES
+from cnnlab.app.i18n import gettext, use_locale
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core.conv import output_size_formula
 
 # ------------------------------------------------------------------------------ helpers
 

@@ -9,8 +9,8 @@ import pytest
 from pagecheck import assert_axe_clean, assert_clean, projector_on, save_shot
 from playwright.sync_api import expect
 
-from core import kernels
-from core.conv import conv_step, format_number
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_step, format_number
 
 SHOTS = "classroom"
 

@@ -21,10 +21,10 @@ from pagecheck import (
 from PIL import Image
 from playwright.sync_api import expect
 
-from app import images
-from app.settings import get_settings
-from core import kernels
-from core.conv import conv_step
+from cnnlab.app import images
+from cnnlab.app.settings import get_settings
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_step
 
 SEED_78 = "35·(−2) + 40·(−1) + 41·0 + 40·(−1) + 40·1 + 42·1 + 42·0 + 46·1 + 50·2 = 78"
 SEED_87 = "40·(−2) + 41·(−1) + 45·0 + 40·(−1) + 42·1 + 46·1 + 46·0 + 50·1 + 55·2 = 87"

@@ -15,12 +15,12 @@ import pytest
 from pagecheck import assert_clean, no_horizontal_scroll, projector_on, save_shot
 from playwright.sync_api import expect
 
-from app import images
-from app.routers.lesson_pages import EXAMPLE_POOL
-from app.settings import get_settings
-from core import kernels
-from core.conv import conv_forward
-from core.pool import pool_forward, pool_step
+from cnnlab.app import images
+from cnnlab.app.routers.lesson_pages import EXAMPLE_POOL
+from cnnlab.app.settings import get_settings
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_forward
+from cnnlab.core.pool import pool_forward, pool_step
 
 
 def ready(page) -> None:

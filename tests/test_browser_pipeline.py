@@ -9,10 +9,10 @@ from __future__ import annotations
 from pagecheck import assert_clean, no_horizontal_scroll, query, save_shot
 from playwright.sync_api import expect
 
-from app import images
-from app.routers.pipeline import picture_input
-from app.settings import get_settings
-from core import pipeline
+from cnnlab.app import images
+from cnnlab.app.routers.pipeline import picture_input
+from cnnlab.app.settings import get_settings
+from cnnlab.core import pipeline
 
 
 def run():

@@ -21,7 +21,7 @@ from pagecheck import assert_clean, assert_on_first_screen, no_horizontal_scroll
 from playwright.sync_api import expect
 from test_browser_classroom import join, start_class
 
-from app import images
+from cnnlab.app import images
 
 SIZES = {"1280x720": (1280, 720), "1024x768": (1024, 768), "1920x1080": (1920, 1080)}
 # One size gets every state's screenshot; the others get SHOT_AT_EVERY_SIZE's.

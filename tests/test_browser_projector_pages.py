@@ -22,8 +22,8 @@ from pagecheck import (assert_clean, assert_on_first_screen, goto, no_horizontal
                        translated)
 from playwright.sync_api import expect
 
-from app import images
-from app.settings import get_settings
+from cnnlab.app import images
+from cnnlab.app.settings import get_settings
 
 SIZES = [(1280, 720), (1024, 768), (1920, 1080)]
 # The smallest run that still draws a curve (8×8 digits, 3 epochs, set through the form): the

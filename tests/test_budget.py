@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 from test_images import api, settings  # noqa: F401 (fixtures)
 
-from app import budget, images
-from app.budget import check_conv, conv_cost, json_body_problem, largest_model_spec, model_file_limit
-from app.jobs import build_model, export_npz
-from app.settings import get_settings
+from cnnlab.app import budget, images
+from cnnlab.app.budget import check_conv, conv_cost, json_body_problem, largest_model_spec, model_file_limit
+from cnnlab.app.jobs import build_model, export_npz
+from cnnlab.app.settings import get_settings
 
 SIDE = 1024  # the largest stored side (Settings.max_stored_side)
 
@@ -63,7 +63,7 @@ def test_the_issue_request_is_estimated_and_refused(settings):
 def test_the_conv_pages_largest_views_are_within_the_limits(settings):
     # The form's maxima (app/conv_state.py): 4 filters, 7×7, padding 8, on a 1024² RGB upload;
     # a 1×1 kernel leaves the largest map, a 7×7 one needs the most multiply-adds.
-    from app.conv_state import MAX_FILTERS, MAX_KERNEL, MAX_PADDING
+    from cnnlab.app.conv_state import MAX_FILTERS, MAX_KERNEL, MAX_PADDING
 
     for k in (1, MAX_KERNEL):
         check_conv(conv_cost(3, SIDE, SIDE, MAX_FILTERS, k, k, padding=MAX_PADDING), settings, answer_values=False)
@@ -220,7 +220,7 @@ def test_other_large_models_fit_the_limit_too(fields):
 def test_wide_bands_give_the_same_maps_as_the_naive_loop(F):
     # A 15×15 RGB kernel over a 200-wide output: one row's im2col (676 × 200 numbers) is more
     # than a band, the case the engine multiplies in NumPy's own loop instead of OpenBLAS's.
-    from core.conv import conv_forward, conv_forward_naive
+    from cnnlab.core.conv import conv_forward, conv_forward_naive
 
     rng = np.random.default_rng(F)
     x, w, b = rng.normal(size=(1, 3, 16, 214)), rng.normal(size=(F, 3, 15, 15)), rng.normal(size=F)

@@ -20,12 +20,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app import seats
-from app.classroom import CODE_ALPHABET, CODE_LENGTH
-from app.classroom import store as class_store
-from app.main import app as cnnlab_app
-from app.routers import classroom as classroom_routes
-from app.settings import Settings, get_settings
+from cnnlab.app import seats
+from cnnlab.app.classroom import CODE_ALPHABET, CODE_LENGTH
+from cnnlab.app.classroom import store as class_store
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.routers import classroom as classroom_routes
+from cnnlab.app.settings import Settings, get_settings
 
 CODE = re.compile(rf"/class/([{CODE_ALPHABET}]{{{CODE_LENGTH}}})/present")
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -305,7 +305,7 @@ def test_per_address_limits_follow_the_tcp_peer(live_server, override):
 def test_ipv6_clients_are_counted_by_their_64_block():
     from types import SimpleNamespace
 
-    from app.ratelimit import address_key
+    from cnnlab.app.ratelimit import address_key
 
     def key(host: str) -> str:
         return address_key(SimpleNamespace(scope={"type": "http", "client": (host, 1), "headers": []}, app=cnnlab_app))

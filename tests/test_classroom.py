@@ -13,11 +13,11 @@ import pytest
 import segno
 from fastapi.testclient import TestClient
 
-from app.classroom import CODE_ALPHABET, CODE_LENGTH, Question, histogram, host_cookie
-from app.main import app as cnnlab_app
-from app.settings import Settings, get_settings
-from core import kernels
-from core.conv import conv_step
+from cnnlab.app.classroom import CODE_ALPHABET, CODE_LENGTH, Question, histogram, host_cookie
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_step
 
 CODE = re.compile(rf"/class/([{CODE_ALPHABET}]{{{CODE_LENGTH}}})/present")
 
@@ -78,7 +78,7 @@ def test_qr_code_encodes_the_join_address_on_the_requests_host(client):
 
 
 def test_a_projector_opened_as_localhost_shows_the_network_address_and_how_to_listen(client, html, monkeypatch):
-    import app.routers.classroom as routes
+    import cnnlab.app.routers.classroom as routes
 
     monkeypatch.setattr(routes, "lan_address", lambda: "192.0.2.7")  # the machine's address in the room
     code = start(client)
@@ -405,7 +405,7 @@ def test_memory_store_wakes_streams_on_change_from_any_thread():
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from app.classroom import MemoryClassStore, NoSuchClass
+    from cnnlab.app.classroom import MemoryClassStore, NoSuchClass
 
     async def scenario() -> list:
         store = MemoryClassStore()
@@ -434,8 +434,8 @@ def test_memory_store_wakes_streams_on_change_from_any_thread():
 
 
 def test_memory_store_caps_the_number_of_classes():
-    from app.classroom import MemoryClassStore
-    from app.errors import InputError
+    from cnnlab.app.classroom import MemoryClassStore
+    from cnnlab.app.errors import InputError
 
     store = MemoryClassStore()
     codes = {store.create("h", 0.0, max_classes=3).code for _ in range(3)}

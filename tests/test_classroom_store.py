@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager, contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from app.backend import Hub
-from app.classroom import (
+from cnnlab.app.backend import Hub
+from cnnlab.app.classroom import (
     CODE_ALPHABET,
     CODE_LENGTH,
     MemoryClassStore,
@@ -29,8 +29,8 @@ from app.classroom import (
     room_from_json,
     room_to_json,
 )
-from app.errors import InputError
-from app.settings import Settings, get_settings
+from cnnlab.app.errors import InputError
+from cnnlab.app.settings import Settings, get_settings
 
 CODE = re.compile(rf"/class/([{CODE_ALPHABET}]{{{CODE_LENGTH}}})/present")
 
@@ -278,7 +278,7 @@ def test_every_key_has_a_ttl(redis_url, valkey):
 
 @contextmanager
 def _app_client(settings: Settings) -> Iterator[TestClient]:
-    from app.main import create_app
+    from cnnlab.app.main import create_app
 
     app = create_app()
     app.dependency_overrides[get_settings] = lambda: settings

@@ -9,10 +9,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app import cleanup
-from app.jobs import Job, JobNotFound, JobRunner, TrainSpec
-from app.main import app
-from app.settings import Settings, get_settings
+from cnnlab.app import cleanup
+from cnnlab.app.jobs import Job, JobNotFound, JobRunner, TrainSpec
+from cnnlab.app.main import app
+from cnnlab.app.settings import Settings, get_settings
 
 UPLOAD_NAME = "0123456789abcdef0123456789abcdef.png"
 

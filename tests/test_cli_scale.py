@@ -31,7 +31,7 @@ def run(args: list[str], tmp_path: Path, *, command: list[str] | None = None, **
     env.pop("CNNLAB_SECRET_KEY", None)
     if "CNNLAB_SECRET_KEY" in settings:
         env["CNNLAB_SECRET_KEY"] = settings["CNNLAB_SECRET_KEY"]
-    return subprocess.run((command or [sys.executable, "-m", "app"]) + args, cwd=ROOT, env=env,
+    return subprocess.run((command or [sys.executable, "-m", "cnnlab"]) + args, cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -47,7 +47,7 @@ def one_line_error(result) -> str:
 
 def cnnlab_commands() -> list[list[str]]:
     """`python -m app`, and the installed `cnnlab` script when it is there."""
-    commands = [[sys.executable, "-m", "app"]]
+    commands = [[sys.executable, "-m", "cnnlab"]]
     script = Path(sys.executable).parent / "cnnlab"
     if script.exists() or shutil.which("cnnlab"):
         commands.append([str(script) if script.exists() else shutil.which("cnnlab")])
@@ -150,7 +150,7 @@ def test_two_web_processes_answer_on_one_port_and_stop_together(tmp_path, redis_
     port = free_port()
     env = child_env(tmp_path, {"CNNLAB_REDIS_URL": redis_url, "CNNLAB_SECRET_KEY": "one key"})
     log = open(tmp_path / "cnnlab.log", "wb")
-    parent = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), "--workers", "2"], cwd=ROOT,
+    parent = subprocess.Popen([sys.executable, "-m", "cnnlab", "--port", str(port), "--workers", "2"], cwd=ROOT,
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_SECONDS

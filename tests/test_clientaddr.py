@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.clientaddr import client_address
-from app.settings import Settings
+from cnnlab.app.clientaddr import client_address
+from cnnlab.app.settings import Settings
 
 
 def scope(peer: str, *forwarded: str) -> dict:

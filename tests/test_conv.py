@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from core import conv
-from core.conv import (
+from cnnlab.core import conv
+from cnnlab.core.conv import (
     OutputSizeError,
     Workspace,
     conv_backward,

@@ -15,11 +15,11 @@ from bs4 import BeautifulSoup
 from pagecheck import soup, text, translated
 from PIL import Image
 
-from app import images
-from app.conv_state import parse_kernel
-from app.settings import Settings, get_settings
-from core import kernels
-from core.conv import conv_forward, conv_step
+from cnnlab.app import images
+from cnnlab.app.conv_state import parse_kernel
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_forward, conv_step
 
 SEED_STEP_0 = "35·(−2) + 40·(−1) + 41·0 + 40·(−1) + 40·1 + 42·1 + 42·0 + 46·1 + 50·2 = 78"
 SEED_STEP_1 = "40·(−2) + 41·(−1) + 45·0 + 40·(−1) + 42·1 + 46·1 + 46·0 + 50·1 + 55·2 = 87"

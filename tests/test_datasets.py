@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import datasets
-from core.datasets import DATASETS, Dataset, load, load_digits, load_mnist, load_raw, split_indices
+from cnnlab.core import datasets
+from cnnlab.core.datasets import DATASETS, Dataset, load, load_digits, load_mnist, load_raw, split_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -100,7 +100,7 @@ def test_cmd_is_the_readme_run_command():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert run in scripts
     # The rest are cnnlab's own options: every interface of the container, on the exposed port.
-    from app.cli import parse_args
+    from cnnlab.app.cli import parse_args
     args = parse_args(cmd[1:])
     assert args.host == "0.0.0.0" and not args.reload
     assert one(final_stage(instrs), "EXPOSE") == str(args.port) == "8000"

@@ -8,7 +8,7 @@ import time
 
 from bs4 import BeautifulSoup
 
-from app.eventstream import Event
+from cnnlab.app.eventstream import Event
 
 GIVE_UP_SECONDS = 120
 

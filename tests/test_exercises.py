@@ -10,13 +10,13 @@ import math
 import numpy as np
 import pytest
 
-from core import exercises as exmod
-from core.activations import relu_forward
-from core.conv import conv_forward
-from core.exercises import KINDS, LEVELS, Exercise, check, generate, solution
-from core.losses import cross_entropy
-from core.optim import SGD, Adam
-from core.pool import pool_forward
+from cnnlab.core import exercises as exmod
+from cnnlab.core.activations import relu_forward
+from cnnlab.core.conv import conv_forward
+from cnnlab.core.exercises import KINDS, LEVELS, Exercise, check, generate, solution
+from cnnlab.core.losses import cross_entropy
+from cnnlab.core.optim import SGD, Adam
+from cnnlab.core.pool import pool_forward
 
 SEEDS = range(40)
 

@@ -12,9 +12,9 @@ from fastapi import Query
 from fastapi.testclient import TestClient
 from pagecheck import soup, text
 
-from app.lesson import SECTIONS
-from app.main import create_app
-from app.settings import Settings, get_settings
+from cnnlab.app.lesson import SECTIONS
+from cnnlab.app.main import create_app
+from cnnlab.app.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
-from app import i18n
+from cnnlab.app import i18n
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYWORDS = {**DEFAULT_KEYWORDS, "N_": None}

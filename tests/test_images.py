@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from app import images
-from app.i18n import gettext, use_locale
-from app.images import ImageError, image_array, load_image, save_upload
-from app.main import app as cnnlab_app
-from app.settings import Settings, get_settings
-from core.datasets import load_raw
+from cnnlab.app import images
+from cnnlab.app.i18n import gettext, use_locale
+from cnnlab.app.images import ImageError, image_array, load_image, save_upload
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core.datasets import load_raw
 
 SAMPLES_DIR = Path(images.__file__).parent / "samples"
 

@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from app.i18n import use_locale
-from app.jobs import (ACTIVE, FINISHED, JobLimitError, JobNotFound, JobRunner, ModelFileError, TrainSpec,
+from cnnlab.app.i18n import use_locale
+from cnnlab.app.jobs import (ACTIVE, FINISHED, JobLimitError, JobNotFound, JobRunner, ModelFileError, TrainSpec,
                       export_npz, load_npz, predict)
-from app.settings import Settings
-from core import train as core_train
+from cnnlab.app.settings import Settings
+from cnnlab.core import train as core_train
 
 SHORT = {"dataset": "digits", "epochs": 1, "batch_size": 64}
 LONG = {"dataset": "mnist", "epochs": 30}

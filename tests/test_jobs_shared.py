@@ -1,7 +1,7 @@
 """The shared job queue (app/jobs/shared.py) with real RQ workers (app/jobs/worker.py) on a
 real Valkey: two RedisJobQueue instances stand for two web processes.
 
-Workers are real ``python -m app.jobs.worker`` processes, killed at the end of their test
+Workers are real ``python -m cnnlab.app.jobs.worker`` processes, killed at the end of their test
 (their horses die with them). Short jobs are digits, one epoch; a "long" one is MNIST for
 30 epochs, which every test stops long before it ends.
 """
@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.backend import Hub
-from app.i18n import use_locale
-from app.jobs import FINISHED, Job, JobLimitError, JobNotFound, TrainSpec, build_model, export_npz, load_npz, predict
-from app.jobs import store
-from app.jobs import JobRunner
-from app.jobs.shared import RedisJobQueue
-from app.jobs.worker import Training
-from app.main import create_app
-from app.settings import Settings, get_settings
+from cnnlab.app.backend import Hub
+from cnnlab.app.i18n import use_locale
+from cnnlab.app.jobs import FINISHED, Job, JobLimitError, JobNotFound, TrainSpec, build_model, export_npz, load_npz, predict
+from cnnlab.app.jobs import store
+from cnnlab.app.jobs import JobRunner
+from cnnlab.app.jobs.shared import RedisJobQueue
+from cnnlab.app.jobs.worker import Training
+from cnnlab.app.main import create_app
+from cnnlab.app.settings import Settings, get_settings
 from tests.serverproc import WorkerProcess
 
 SHORT = {"dataset": "digits", "epochs": 1, "batch_size": 64}

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from core.layers import Activation, Conv2D, Dense, Flatten, Pool2D, layer_from_spec
-from core.losses import cross_entropy
-from core.model import Sequential, load_model, tiny_cnn
+from cnnlab.core.layers import Activation, Conv2D, Dense, Flatten, Pool2D, layer_from_spec
+from cnnlab.core.losses import cross_entropy
+from cnnlab.core.model import Sequential, load_model, tiny_cnn
 from gradcheck import check_gradient
 
 

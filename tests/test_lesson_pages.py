@@ -12,13 +12,13 @@ from bs4 import BeautifulSoup
 from pagecheck import soup, text
 from PIL import Image
 
-from app import images
-from app.lesson import SECTIONS
-from app.routers.lesson_pages import EXAMPLE_ACTIVATION, LEAKY_ALPHA
-from app.settings import Settings, get_settings
-from core import kernels
-from core.activations import ACTIVATIONS
-from core.conv import conv_forward, format_number
+from cnnlab.app import images
+from cnnlab.app.lesson import SECTIONS
+from cnnlab.app.routers.lesson_pages import EXAMPLE_ACTIVATION, LEAKY_ALPHA
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core import kernels
+from cnnlab.core.activations import ACTIVATIONS
+from cnnlab.core.conv import conv_forward, format_number
 
 HX = {"HX-Request": "true"}
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from core.model import tiny_cnn
-from core.optim import SGD, Adam, Momentum, make_optimizer
+from cnnlab.core.model import tiny_cnn
+from cnnlab.core.optim import SGD, Adam, Momentum, make_optimizer
 
 # Three different gradients for a 2×2 parameter, so each step of the recurrences matters.
 W0 = [[0.5, -1.25], [2.0, 0.0]]

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from core import pipeline
-from core.datasets import load
+from cnnlab.core import pipeline
+from cnnlab.core.datasets import load
 
 
 def plain_forward(x, w, b, dense_w, dense_b):

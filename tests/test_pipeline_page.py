@@ -10,11 +10,11 @@ import pytest
 from pagecheck import soup, text, translated
 from PIL import Image, ImageDraw
 
-from app import images
-from app.routers.pipeline import picture_input
-from app.settings import Settings, get_settings
-from core import pipeline
-from core.conv import format_number
+from cnnlab.app import images
+from cnnlab.app.routers.pipeline import picture_input
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core import pipeline
+from cnnlab.core.conv import format_number
 
 HX_EXPLAIN = {"HX-Request": "true", "HX-Target": "pipeline-explain"}
 HX_BACKPROP = {"HX-Request": "true", "HX-Target": "pipeline-backprop"}

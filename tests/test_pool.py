@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from core.conv import Workspace
-from core.pool import (
+from cnnlab.core.conv import Workspace
+from cnnlab.core.pool import (
     KINDS,
     pool_backward,
     pool_forward,

@@ -10,11 +10,11 @@ import pytest
 from bs4 import BeautifulSoup
 from pagecheck import soup, text, translated
 
-from app.numbers import use_numbers
-from app.routers.lesson_pages import EXAMPLE_POOL
-from core import kernels
-from core.conv import conv_forward, format_number, output_size_formula
-from core.pool import pool_forward, pool_step
+from cnnlab.app.numbers import use_numbers
+from cnnlab.app.routers.lesson_pages import EXAMPLE_POOL
+from cnnlab.core import kernels
+from cnnlab.core.conv import conv_forward, format_number, output_size_formula
+from cnnlab.core.pool import pool_forward, pool_step
 
 HX_STEP = {"HX-Request": "true", "HX-Target": "pool-stepper"}
 HX_LAB = {"HX-Request": "true", "HX-Target": "pool-lab"}

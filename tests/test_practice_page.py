@@ -14,9 +14,9 @@ import pytest
 from bs4 import BeautifulSoup
 from pagecheck import soup, text
 
-from app.practice import COOKIE
-from app.templating import STATIC_DIR
-from core.exercises import KINDS, LEVELS, generate
+from cnnlab.app.practice import COOKIE
+from cnnlab.app.templating import STATIC_DIR
+from cnnlab.core.exercises import KINDS, LEVELS, generate
 
 HX_EXERCISE = {"HX-Request": "true", "HX-Target": "practice-exercise"}
 HX_SOLUTION = {"HX-Request": "true", "HX-Target": "practice-solution"}

@@ -18,11 +18,11 @@ from playwright.sync_api import expect
 
 import limits.storage.memory as memory_storage
 
-from app import ratelimit
-from app.i18n import gettext, use_locale
-from app.main import app as cnnlab_app
-from app.ratelimit import RateLimiter
-from app.settings import Settings, get_settings
+from cnnlab.app import ratelimit
+from cnnlab.app.i18n import gettext, use_locale
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.ratelimit import RateLimiter
+from cnnlab.app.settings import Settings, get_settings
 
 MESSAGE = "Too many requests in a short time. Please wait %(seconds)d seconds and try again."
 HX = {"HX-Request": "true"}
@@ -316,7 +316,7 @@ def test_two_limiters_on_one_valkey_share_their_counts(redis_url):
 def two_apps(redis_url: str, tmp_path, **rates) -> tuple[TestClient, TestClient]:
     """Two apps as two web processes run them: the same settings (one secret key, one
     Valkey, one shared uploads folder), nothing else in common."""
-    from app.main import create_app
+    from cnnlab.app.main import create_app
 
     settings = Settings(redis_url=redis_url, secret_key="one key for all", upload_dir=tmp_path / "uploads",
                         data_dir=tmp_path / "data", **rates)

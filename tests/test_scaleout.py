@@ -321,7 +321,7 @@ def stop_and_wait(browser: Browser, host: CnnlabProcess, job_id: str) -> None:
 
 
 def spanish(msgid: str) -> str:
-    from app.i18n import get_translations
+    from cnnlab.app.i18n import get_translations
 
     text = get_translations("es").ugettext(msgid)
     assert text != msgid, f"no Spanish for {msgid!r}"
@@ -445,7 +445,7 @@ def test_a_killed_worker_fails_its_job_and_a_new_worker_trains_the_next(trainers
                    what="the killed worker's job failing")
     NUMBERS["worker_loss_detection_s"] = detected = time.monotonic() - t0
     assert failed["status"] == "failed", failed
-    from app.jobs.shared import LOST
+    from cnnlab.app.jobs.shared import LOST
 
     NUMBERS["worker_loss_message"] = failed["message"]
     assert failed["message"] == failed["error"] == spanish(LOST)  # said in the default language

@@ -38,9 +38,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.jobs import JobRunner
-from app.main import app
-from app.settings import settings_for
+from cnnlab.app.jobs import JobRunner
+from cnnlab.app.main import app
+from cnnlab.app.settings import settings_for
 
 MAX_EXAMPLES = 25
 PAGE_EXAMPLES = 30
@@ -211,8 +211,8 @@ def test_query_fuzz_finds_parameters() -> None:
 @pytest.mark.parametrize("locale", ["es", "en"])
 def test_a_body_that_cannot_be_read_is_explained_in_the_request_language(locale: str) -> None:
     """The fuzz's broken bodies got FastAPI's English "There was an error parsing the body"."""
-    from app.errors import _FRAMEWORK_DETAILS
-    from app.i18n import get_translations
+    from cnnlab.app.errors import _FRAMEWORK_DETAILS
+    from cnnlab.app.i18n import get_translations
 
     msgid = _FRAMEWORK_DETAILS["There was an error parsing the body"]
     with TestClient(app) as client:
@@ -240,7 +240,7 @@ LONG_QUERY = "x=" + "1" * 40_000  # past app.guards.MAX_QUERY_BYTES
 def test_the_middleware_answers_are_in_the_schema(method, url, path, headers, status) -> None:
     """What the middleware answers before any route runs is declared for every operation
     (app.api_schema.document_guards), with the content it really has."""
-    from app.api_schema import ErrorBody
+    from cnnlab.app.api_schema import ErrorBody
 
     with TestClient(app) as client:
         body = b"" if "Content-Length" in headers else b'{"logits": [1]}'

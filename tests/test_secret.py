@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from app.secret import UnsafeKeyFile, stored_key
-from app.session import sign, unsign
-from app.settings import Settings
+from cnnlab.app.secret import UnsafeKeyFile, stored_key
+from cnnlab.app.session import sign, unsign
+from cnnlab.app.settings import Settings
 
 
 def mode(path) -> int:

@@ -13,10 +13,10 @@ from PIL import Image
 from playwright.sync_api import expect
 from starlette.datastructures import Headers
 
-from app import i18n
-from app.lesson import SECTIONS
-from app.main import create_app
-from app.security import CONTENT_SECURITY_POLICY, is_cross_site
+from cnnlab.app import i18n
+from cnnlab.app.lesson import SECTIONS
+from cnnlab.app.main import create_app
+from cnnlab.app.security import CONTENT_SECURITY_POLICY, is_cross_site
 
 REFUSED = "This request came from another site, so it was refused. Open CNN Lab's own page and try again there."
 EXPECTED_HEADERS = {

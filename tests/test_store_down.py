@@ -11,9 +11,9 @@ import pytest
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 
-from app.i18n import gettext, use_locale
-from app.main import create_app
-from app.settings import Settings, get_settings
+from cnnlab.app.i18n import gettext, use_locale
+from cnnlab.app.main import create_app
+from cnnlab.app.settings import Settings, get_settings
 from tests.serverproc import free_port
 
 MESSAGE = "The shared store of the server is not answering; try again in a few seconds."

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from core.datasets import load_digits, load_mnist
-from core.losses import cross_entropy
-from core.model import load_model, tiny_cnn
-from core.optim import SGD, Adam
-from core.train import DEFAULTS, evaluate, default_setup, train
+from cnnlab.core.datasets import load_digits, load_mnist
+from cnnlab.core.losses import cross_entropy
+from cnnlab.core.model import load_model, tiny_cnn
+from cnnlab.core.optim import SGD, Adam
+from cnnlab.core.train import DEFAULTS, evaluate, default_setup, train
 
 
 def run_defaults(dataset):

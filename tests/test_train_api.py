@@ -8,8 +8,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import app as cnnlab_app
-from core.train import DEFAULTS
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.core.train import DEFAULTS
 
 GIVE_UP_SECONDS = 120
 

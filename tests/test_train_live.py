@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from app.jobs import FINISHED, Job, TrainSpec
-from app.main import app as cnnlab_app
-from app.routers import train_live, train_page
-from app.session import unsign
-from app.settings import settings_for
-from app.templating import request_locale
+from cnnlab.app.jobs import FINISHED, Job, TrainSpec
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.routers import train_live, train_page
+from cnnlab.app.session import unsign
+from cnnlab.app.settings import settings_for
+from cnnlab.app.templating import request_locale
 
 LANGUAGES = ("es", "es", "es", "en", "en")
 

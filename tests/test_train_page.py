@@ -9,13 +9,13 @@ from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 from pagecheck import soup, text, translated
 
-from app.i18n import gettext, use_locale
-from app.jobs import FINISHED, TrainSpec, build_model
-from app.main import app as cnnlab_app
-from app.session import unsign
-from app.settings import settings_for
-from core import datasets
-from core.train import DEFAULTS
+from cnnlab.app.i18n import gettext, use_locale
+from cnnlab.app.jobs import FINISHED, TrainSpec, build_model
+from cnnlab.app.main import app as cnnlab_app
+from cnnlab.app.session import unsign
+from cnnlab.app.settings import settings_for
+from cnnlab.core import datasets
+from cnnlab.core.train import DEFAULTS
 
 HX = {"HX-Request": "true"}
 

@@ -13,12 +13,12 @@ from babel.messages.pofile import read_po
 from pagecheck import soup, text
 from test_conv_page import png_bytes, settings, web  # noqa: F401 (fixtures)
 
-from app import i18n
-from app.numbers import count, num, pct, use_numbers
-from core import kernels, numfmt
-from core.conv import conv_step, format_number
-from core.exercises import format_value
-from core.pool import pool_step
+from cnnlab.app import i18n
+from cnnlab.app.numbers import count, num, pct, use_numbers
+from cnnlab.core import kernels, numfmt
+from cnnlab.core.conv import conv_step, format_number
+from cnnlab.core.exercises import format_value
+from cnnlab.core.pool import pool_step
 
 # ------------------------------------------------------------------ the one helper
 

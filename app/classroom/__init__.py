@@ -20,7 +20,7 @@ The package:
 The routes are in app/routers/classroom.py and class_seats.py, the seats in app/seats.py.
 """
 
-from app.classroom.access import (
+from cnnlab.app.classroom.access import (
     CODE_ALPHABET,
     CODE_LENGTH,
     MAX_VIEW_LENGTH,
@@ -33,7 +33,7 @@ from app.classroom.access import (
     new_secret,
     normalise_code,
 )
-from app.classroom.questions import (
+from cnnlab.app.classroom.questions import (
     HISTOGRAM_BARS,
     QUESTION_KINDS,
     format_value,
@@ -44,9 +44,9 @@ from app.classroom.questions import (
     param_count_question,
     parse_answer,
 )
-from app.classroom.redis_store import RedisClassStore
-from app.classroom.room import Question, Room, Student, room_from_json, room_to_json
-from app.classroom.store import (
+from cnnlab.app.classroom.redis_store import RedisClassStore
+from cnnlab.app.classroom.room import Question, Room, Student, room_from_json, room_to_json
+from cnnlab.app.classroom.store import (
     ClassStore,
     MemoryClassStore,
     NoSuchClass,

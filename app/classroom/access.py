@@ -15,10 +15,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.requests import Request
 
-from app.classroom.room import Room
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.lesson import SECTIONS
+from cnnlab.app.classroom.room import Room
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.lesson import SECTIONS
 
 __all__ = ["CODE_ALPHABET", "CODE_LENGTH", "clean_view", "code_ok", "host_cookie", "is_host", "new_code",
            "new_secret", "normalise_code"]

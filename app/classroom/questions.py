@@ -10,11 +10,11 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 from starlette.requests import Request
 
-from app.classroom.room import Question
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.settings import Settings
-from core.numfmt import round_half_up
+from cnnlab.app.classroom.room import Question
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.settings import Settings
+from cnnlab.core.numfmt import round_half_up
 
 __all__ = ["HISTOGRAM_BARS", "QUESTION_KINDS", "format_value", "histogram", "make_question", "next_value_question",
            "output_size_question", "param_count_question", "parse_answer"]
@@ -54,7 +54,7 @@ def _invalid_view() -> InputError:
 
 def _conv_view(params: dict[str, str], settings: Settings):
     """The /conv view's parsed state (``app.conv_state.read_state``); a 409 when it is invalid."""
-    from app.conv_state import read_state
+    from cnnlab.app.conv_state import read_state
 
     parsed = read_state(params, settings)
     if not parsed.ok or parsed.geometry is None:
@@ -64,7 +64,7 @@ def _conv_view(params: dict[str, str], settings: Settings):
 
 def _pool_view(params: dict[str, str], request: Request):
     """The /pool view (``read_pool``); a 409 when it is invalid."""
-    from app.routers.lesson_pages import read_pool
+    from cnnlab.app.routers.lesson_pages import read_pool
 
     pv = read_pool(params, request)
     if pv.errors or pv.out is None:
@@ -74,7 +74,7 @@ def _pool_view(params: dict[str, str], request: Request):
 
 def output_size_question(view: str | None, request: Request, settings: Settings, qid: int) -> Question:
     """"How many rows does the output have?" on the view shown, with the output-size formula."""
-    from core.conv import output_size_formula, resolve_padding
+    from cnnlab.core.conv import output_size_formula, resolve_padding
 
     path, params = _view_params(view)
     if path == "/conv":
@@ -113,8 +113,8 @@ def param_count_question(view: str | None, settings: Settings, qid: int) -> Ques
 def next_value_question(view: str | None, request: Request, settings: Settings, qid: int) -> Question:
     """"What value comes next?" on the view shown: the value of the step after the current one,
     computed by the engine from the view's own URL state (the same parsers as the pages)."""
-    from app.conv_state import MODES
-    from core.conv import conv_step, format_number
+    from cnnlab.app.conv_state import MODES
+    from cnnlab.core.conv import conv_step, format_number
 
     path, params = _view_params(view)
     if path == "/conv":
@@ -155,7 +155,7 @@ def _check_next(k: int, steps: int) -> None:
 
 def parse_answer(text: str) -> float:
     """A typed number ("−3", "2,5", "78"); a 422 with a sentence otherwise."""
-    from app.conv_state import parse_number
+    from cnnlab.app.conv_state import parse_number
 
     text = (text or "").strip()
     if not text:
@@ -170,7 +170,7 @@ def parse_answer(text: str) -> float:
 
 
 def format_value(v: float) -> str:
-    from core.conv import format_number
+    from cnnlab.core.conv import format_number
 
     return format_number(int(v) if v == round(v) and abs(v) < 2**53 else v)
 

@@ -35,11 +35,11 @@ from typing import TypeVar
 
 import redis
 
-from app import backend
-from app.classroom.access import new_code
-from app.classroom.room import Room, room_from_json, room_to_json
-from app.classroom.store import NoSuchClass, Subscription, is_over, too_many_classes
-from app.settings import Settings
+from cnnlab.app import backend
+from cnnlab.app.classroom.access import new_code
+from cnnlab.app.classroom.room import Room, room_from_json, room_to_json
+from cnnlab.app.classroom.store import NoSuchClass, Subscription, is_over, too_many_classes
+from cnnlab.app.settings import Settings
 
 __all__ = ["RedisClassStore", "class_channel", "class_key"]
 

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from app.appstate import shared
-from app.backend import Wakeup
-from app.classroom.access import new_code
-from app.classroom.room import Room
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.settings import settings_for
+from cnnlab.app.appstate import shared
+from cnnlab.app.backend import Wakeup
+from cnnlab.app.classroom.access import new_code
+from cnnlab.app.classroom.room import Room
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.settings import settings_for
 
 __all__ = ["ClassStore", "MemoryClassStore", "NoSuchClass", "Subscription", "store_for", "too_many_classes",
            "update_class"]
@@ -173,12 +173,12 @@ class MemoryClassStore:
 
 def _make_store(app) -> ClassStore:
     """Valkey/Redis when the app has a shared engine, else this process's memory."""
-    from app import backend
+    from cnnlab.app import backend
 
     settings = settings_for(app)
     if backend.redis_url(settings) is None:
         return MemoryClassStore()
-    from app.classroom.redis_store import RedisClassStore
+    from cnnlab.app.classroom.redis_store import RedisClassStore
 
     return RedisClassStore(settings, backend.hub_for(app))
 

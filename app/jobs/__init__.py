@@ -20,12 +20,12 @@ unknown id and for another session's id alike, so ids cannot be probed.
     use.py      predict, export_npz, load_npz
 """
 
-from app.jobs.job import (ACTIVE, FINISHED, Job, JobError, JobLimitError, JobNotFound, JobStateError,
+from cnnlab.app.jobs.job import (ACTIVE, FINISHED, Job, JobError, JobLimitError, JobNotFound, JobStateError,
                           ModelFileError)
-from app.jobs.local import JobRunner, LocalJobQueue
-from app.jobs.queue import JobQueue, make_queue
-from app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model, dataset_defaults, input_shape
-from app.jobs.use import _grid_array, export_npz, load_npz, predict  # noqa: F401 (_grid_array: train_api)
+from cnnlab.app.jobs.local import JobRunner, LocalJobQueue
+from cnnlab.app.jobs.queue import JobQueue, make_queue
+from cnnlab.app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model, dataset_defaults, input_shape
+from cnnlab.app.jobs.use import _grid_array, export_npz, load_npz, predict  # noqa: F401 (_grid_array: train_api)
 
 __all__ = [
     "ACTIVE", "FINISHED", "TrainSpec", "Job", "JobRunner", "LocalJobQueue", "JobQueue", "make_queue",

@@ -14,10 +14,10 @@ import threading
 import time
 from typing import Any
 
-from app.errors import InputError
-from app.i18n import gettext
-from app.jobs.spec import TrainSpec
-from core.model import Sequential
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext
+from cnnlab.app.jobs.spec import TrainSpec
+from cnnlab.core.model import Sequential
 
 __all__ = ["ACTIVE", "FINISHED", "MAX_BATCH_RECORDS", "Job", "JobError", "JobLimitError", "JobNotFound",
            "JobStateError", "ModelFileError"]

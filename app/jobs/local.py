@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from app.i18n import N_, gettext
-from app.jobs.job import ACTIVE, FINISHED, Job, JobLimitError, JobNotFound
-from app.jobs.spec import TrainSpec, build_model, worker_job
-from app.settings import Settings
-from app.supervise import Watchdog, exit_reason
-from core import train as core_train
+import cnnlab
+from cnnlab.app.i18n import N_, gettext
+from cnnlab.app.jobs.job import ACTIVE, FINISHED, Job, JobLimitError, JobNotFound
+from cnnlab.app.jobs.spec import TrainSpec, build_model, worker_job
+from cnnlab.app.settings import Settings
+from cnnlab.app.supervise import Watchdog, exit_reason
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class JobRunner:
         child_ends: tuple[int, ...] = (msg_w, stop_r)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "core.train_worker", str(msg_w), str(stop_r), json.dumps(worker_job(spec))],
+                [sys.executable, "-m", "cnnlab.core.train_worker", str(msg_w), str(stop_r), json.dumps(worker_job(spec))],
                 pass_fds=(msg_w, stop_r), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True, cwd=_PROJECT_ROOT, env=_WORKER_ENV)
             # Only the child keeps these ends: its exit (even a crash) then reads as EOF here.
@@ -352,8 +352,9 @@ def seconds_text(value: float) -> int | float:
 # and runs at a lower priority, so pages are answered first.
 RELAY_POLL_SECONDS = 0.1
 CHILD_EXIT_SECONDS = 10.0
-# `python -m core.train_worker` finds the engine from here even without an installed package.
-_PROJECT_ROOT = str(Path(core_train.__file__).resolve().parent.parent)
+# `python -m cnnlab.core.train_worker` finds the engine from the folder holding the `cnnlab`
+# package (site-packages, or a source checkout's root), whatever the server's working directory.
+_PROJECT_ROOT = str(Path(cnnlab.__file__).resolve().parent.parent)
 # One BLAS thread per training: several trainings share two cores, and each one's products
 # are small (core/layers.py already keeps training-sized ones on the calling thread).
 _WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from app.jobs.job import Job
-from app.jobs.spec import TrainSpec
-from app.settings import Settings
+from cnnlab.app.jobs.job import Job
+from cnnlab.app.jobs.spec import TrainSpec
+from cnnlab.app.settings import Settings
 
 __all__ = ["JobQueue", "make_queue"]
 
@@ -57,12 +57,12 @@ class JobQueue(Protocol):
 def make_queue(settings: Settings, app: Any = None) -> JobQueue:
     """The queue for ``settings``: shared through Valkey/Redis when ``redis_url`` is set (then
     ``app``'s Hub wakes the job mirrors this process keeps)."""
-    from app import backend
+    from cnnlab.app import backend
 
     if backend.redis_url(settings):
-        from app.jobs.shared import RedisJobQueue
+        from cnnlab.app.jobs.shared import RedisJobQueue
 
         return RedisJobQueue(settings, hub=backend.hub_for(app) if app is not None else None)
-    from app.jobs.local import LocalJobQueue
+    from cnnlab.app.jobs.local import LocalJobQueue
 
     return LocalJobQueue(settings)

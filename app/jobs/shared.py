@@ -32,13 +32,13 @@ from rq.callbacks import Callback
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-from app import backend
-from app.i18n import N_, gettext
-from app.jobs import store
-from app.jobs.job import ACTIVE, FINISHED, Job, JobLimitError, JobNotFound
-from app.jobs.local import seconds_text
-from app.jobs.spec import TrainSpec, build_model
-from app.settings import Settings
+from cnnlab.app import backend
+from cnnlab.app.i18n import N_, gettext
+from cnnlab.app.jobs import store
+from cnnlab.app.jobs.job import ACTIVE, FINISHED, Job, JobLimitError, JobNotFound
+from cnnlab.app.jobs.local import seconds_text
+from cnnlab.app.jobs.spec import TrainSpec, build_model
+from cnnlab.app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ class RedisJobQueue:
                                         "waiting. Try again in a minute.")
                                 % {"running": int(answer[1]), "queued": int(answer[2])})
         try:
-            self.rq.enqueue("app.jobs.worker.train", job.id, job_id=job.id, result_ttl=0,
+            self.rq.enqueue("cnnlab.app.jobs.worker.train", job.id, job_id=job.id, result_ttl=0,
                             failure_ttl=int(s.job_ttl_seconds),
                             job_timeout=int(s.job_time_cap_seconds) + RQ_TIMEOUT_MARGIN_SECONDS,
-                            on_stopped=Callback("app.jobs.worker.on_stopped"))
+                            on_stopped=Callback("cnnlab.app.jobs.worker.on_stopped"))
         except Exception as e:
             self.scripts.finish(job.id, "failed", (N_("Training failed: %(error)s"), {"error": str(e)}),
                                 s.job_ttl_seconds)

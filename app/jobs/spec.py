@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.i18n import gettext
-from core import train as core_train
-from core.conv import OutputSizeError, output_size
-from core.model import Sequential, tiny_cnn
+from cnnlab.app.i18n import gettext
+from cnnlab.core import train as core_train
+from cnnlab.core.conv import OutputSizeError, output_size
+from cnnlab.core.model import Sequential, tiny_cnn
 
 __all__ = ["INPUT_SHAPES", "TrainSpec", "build_model", "dataset_defaults", "input_shape", "worker_job"]
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from app.backend import KEY, WAKE
-from app.jobs.job import Job
-from app.settings import Settings
+from cnnlab.app.backend import KEY, WAKE
+from cnnlab.app.jobs.job import Job
+from cnnlab.app.settings import Settings
 
 __all__ = ["QUEUE_NAME", "Scripts", "job_key", "records_key", "channel", "seen_key", "session_jobs_key",
            "ACTIVE_KEY", "QUEUED_KEY", "WORKERS_KEY", "ACTIVE_SESSION_KEY", "ACTIVE_ADDRESS_KEY", "message_json",

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from app.i18n import N_, gettext
-from app.jobs.job import Job, JobStateError, ModelFileError
-from app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model
-from core import datasets
-from core.losses import softmax
-from core.model import SPEC_KEY
-from core.train_worker import filters_of, final_metrics
+from cnnlab.app.i18n import N_, gettext
+from cnnlab.app.jobs.job import Job, JobStateError, ModelFileError
+from cnnlab.app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model
+from cnnlab.core import datasets
+from cnnlab.core.losses import softmax
+from cnnlab.core.model import SPEC_KEY
+from cnnlab.core.train_worker import filters_of, final_metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What a training worker runs (shared mode): ``cnnlab worker``, or ``python -m app.jobs.worker``.
+"""What a training worker runs (shared mode): ``cnnlab worker``, or ``python -m cnnlab.app.jobs.worker``.
 
     CNNLAB_REDIS_URL=redis://valkey:6379/0 cnnlab worker
 
@@ -35,18 +35,18 @@ from typing import Any
 import redis
 from rq import Worker, get_current_job
 
-from app import backend
-from app.i18n import N_
-from app.jobs import store
-from app.jobs.job import Job
-from app.jobs.local import seconds_text
-from app.jobs.spec import TrainSpec, build_model, worker_job
-from app.settings import Settings
-from app.supervise import die_with_parent, exit_reason
-from core import datasets
-from core import train as core_train
-from core.optim import make_optimizer
-from core.train_worker import filters_of, final_metrics, lower_priority
+from cnnlab.app import backend
+from cnnlab.app.i18n import N_
+from cnnlab.app.jobs import store
+from cnnlab.app.jobs.job import Job
+from cnnlab.app.jobs.local import seconds_text
+from cnnlab.app.jobs.spec import TrainSpec, build_model, worker_job
+from cnnlab.app.settings import Settings
+from cnnlab.app.supervise import die_with_parent, exit_reason
+from cnnlab.core import datasets
+from cnnlab.core import train as core_train
+from cnnlab.core.optim import make_optimizer
+from cnnlab.core.train_worker import filters_of, final_metrics, lower_priority
 
 __all__ = ["main", "train", "on_stopped"]
 

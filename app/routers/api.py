@@ -20,15 +20,15 @@ from pydantic import (
     model_validator,
 )
 
-from app.api_schema import api_errors
-from app.budget import ConvCost, check_conv, conv_cost
-from app.errors import InputError
-from app.i18n import gettext as _
-from app.images import image_array, image_info, working_shape
-from app.settings import Settings, get_settings
-from core.conv import OutputSizeError, conv_forward, conv_step, conv_step_count
-from core.losses import cross_entropy, softmax
-from core.pool import pool_forward
+from cnnlab.app.api_schema import api_errors
+from cnnlab.app.budget import ConvCost, check_conv, conv_cost
+from cnnlab.app.errors import InputError
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.images import image_array, image_info, working_shape
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.core.conv import OutputSizeError, conv_forward, conv_step, conv_step_count
+from cnnlab.core.losses import cross_entropy, softmax
+from cnnlab.core.pool import pool_forward
 
 router = APIRouter(prefix="/api", tags=["api"])
 

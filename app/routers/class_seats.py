@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app import seats
+from cnnlab.app import seats
 # The class routes' own helpers: who is the assistant, the body, the class as JSON.
-from app.routers.classroom import ERRORS, ClassView, _body, _class_json, _host_room
+from cnnlab.app.routers.classroom import ERRORS, ClassView, _body, _class_json, _host_room
 
 router = APIRouter(tags=["class"])
 

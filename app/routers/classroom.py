@@ -30,9 +30,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from app import seats
-from app.backend import SharedStoreDown
-from app.classroom import (
+from cnnlab.app import seats
+from cnnlab.app.backend import SharedStoreDown
+from cnnlab.app.classroom import (
     NoSuchClass,
     Room,
     clean_view,
@@ -48,14 +48,14 @@ from app.classroom import (
     store_for,
     update_class,
 )
-from app.errors import InputError
-from app.eventstream import HEARTBEAT_SECONDS, Event, event_stream
-from app.i18n import gettext as _
-from app.lesson import SECTIONS, is_served
-from app.ratelimit import address_waits, hit_address, limit, limit_address
-from app.session import session_id
-from app.settings import settings_for
-from app.templating import render, render_text, request_locale
+from cnnlab.app.errors import InputError
+from cnnlab.app.eventstream import HEARTBEAT_SECONDS, Event, event_stream
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.lesson import SECTIONS, is_served
+from cnnlab.app.ratelimit import address_waits, hit_address, limit, limit_address
+from cnnlab.app.session import session_id
+from cnnlab.app.settings import settings_for
+from cnnlab.app.templating import render, render_text, request_locale
 
 # Every route is ``async``: classes are changed and read on the event loop only, so a stream
 # never sees a room half-changed by a worker thread (and no thread waits for the GIL).

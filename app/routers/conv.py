@@ -26,19 +26,19 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.api_schema import PNG, page_errors, redirect
-from app.errors import InputError
-from app.guards import page_status
-from app.i18n import N_
-from app.i18n import gettext as _
-from app.lesson import nav_context
-from app.ratelimit import limit
-from app.settings import Settings, get_settings, settings_for
-from app.templating import add_vary, locale_links, render, wants_fragment
+from cnnlab.app.api_schema import PNG, page_errors, redirect
+from cnnlab.app.errors import InputError
+from cnnlab.app.guards import page_status
+from cnnlab.app.i18n import N_
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.lesson import nav_context
+from cnnlab.app.ratelimit import limit
+from cnnlab.app.settings import Settings, get_settings, settings_for
+from cnnlab.app.templating import add_vary, locale_links, render, wants_fragment
 
 router = APIRouter(tags=["conv"])
 
-from app.conv_state import (
+from cnnlab.app.conv_state import (
     DEFAULT_SIZE,
     FORM_ONLY,
     PNG_CACHE_CONTROL,
@@ -47,7 +47,7 @@ from app.conv_state import (
     read_state,
     working_array,
 )
-from app.conv_view import (
+from cnnlab.app.conv_view import (
     build_form,
     build_result,
     build_stepper,
@@ -61,7 +61,7 @@ from app.conv_view import (
     png_cache,
     shown_map,
 )
-from app.uploads import page_state, picture_chosen, read_upload_form, store_upload
+from cnnlab.app.uploads import page_state, picture_chosen, read_upload_form, store_upload
 
 # ============================================================================== routes
 

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from app import images
-from app.api_schema import PNG, api_errors, page_errors
-from app.i18n import gettext
-from app.ratelimit import limit
-from app.settings import Settings, get_settings
-from app.uploads import read_upload_form, store_upload
+from cnnlab.app import images
+from cnnlab.app.api_schema import PNG, api_errors, page_errors
+from cnnlab.app.i18n import gettext
+from cnnlab.app.ratelimit import limit
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.app.uploads import read_upload_form, store_upload
 
 router = APIRouter(tags=["images"])
 

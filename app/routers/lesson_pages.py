@@ -25,21 +25,21 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app import conv_state, conv_view, images, numbers
-from app.api_schema import page_errors, redirect
-from app.guards import page_status
-from app.i18n import N_
-from app.i18n import gettext as _
-from app.layer_names import ACTIVATION_NAMES, activation_name
-from app.lesson import nav_context
-from app.ratelimit import limit
-from app.settings import settings_for
-from app.templating import add_vary, locale_links, render, wants_fragment
-from app.uploads import picture_chosen, read_upload_form, store_upload
-from core import kernels, numfmt
-from core.activations import ACTIVATIONS
-from core.conv import format_number, output_size
-from core.pool import pool_forward, pool_step
+from cnnlab.app import conv_state, conv_view, images, numbers
+from cnnlab.app.api_schema import page_errors, redirect
+from cnnlab.app.guards import page_status
+from cnnlab.app.i18n import N_
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.layer_names import ACTIVATION_NAMES, activation_name
+from cnnlab.app.lesson import nav_context
+from cnnlab.app.ratelimit import limit
+from cnnlab.app.settings import settings_for
+from cnnlab.app.templating import add_vary, locale_links, render, wants_fragment
+from cnnlab.app.uploads import picture_chosen, read_upload_form, store_upload
+from cnnlab.core import kernels, numfmt
+from cnnlab.core.activations import ACTIVATIONS
+from cnnlab.core.conv import format_number, output_size
+from cnnlab.core.pool import pool_forward, pool_step
 
 router = APIRouter(tags=["lesson"])
 

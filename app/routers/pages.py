@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from app.lesson import SECTIONS, is_served
-from app.templating import render
+from cnnlab.app.lesson import SECTIONS, is_served
+from cnnlab.app.templating import render
 
 router = APIRouter(tags=["pages"])
 

@@ -35,20 +35,20 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app import images
-from app.api_schema import api_errors, page_errors, redirect
-from app.errors import InputError
-from app.guards import page_status
-from app.i18n import gettext as _
-from app.lesson import nav_context
-from app.ratelimit import limit
-from app.settings import Settings, get_settings
-from app.templating import add_vary, render, wants_fragment
-from app.uploads import page_state, picture_chosen, read_upload_form, store_upload
-from core import numfmt
-from core import pipeline as engine
-from core.conv import format_number
-from core.datasets import load
+from cnnlab.app import images
+from cnnlab.app.api_schema import api_errors, page_errors, redirect
+from cnnlab.app.errors import InputError
+from cnnlab.app.guards import page_status
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.lesson import nav_context
+from cnnlab.app.ratelimit import limit
+from cnnlab.app.settings import Settings, get_settings
+from cnnlab.app.templating import add_vary, render, wants_fragment
+from cnnlab.app.uploads import page_state, picture_chosen, read_upload_form, store_upload
+from cnnlab.core import numfmt
+from cnnlab.core import pipeline as engine
+from cnnlab.core.conv import format_number
+from cnnlab.core.datasets import load
 
 router = APIRouter(tags=["pipeline"])
 

@@ -25,14 +25,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app import practice as view
-from app.api_schema import api_errors, page_errors, redirect
-from app.errors import InputError
-from app.guards import page_status
-from app.i18n import gettext as _
-from app.ratelimit import limit
-from app.templating import render
-from core.exercises import KINDS, LEVELS, MAX_SEED, Exercise, check, generate, solution
+from cnnlab.app import practice as view
+from cnnlab.app.api_schema import api_errors, page_errors, redirect
+from cnnlab.app.errors import InputError
+from cnnlab.app.guards import page_status
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.ratelimit import limit
+from cnnlab.app.templating import render
+from cnnlab.core.exercises import KINDS, LEVELS, MAX_SEED, Exercise, check, generate, solution
 
 router = APIRouter(tags=["practice"])
 

@@ -16,12 +16,12 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from app.api_schema import api_errors
-from app.budget import model_file_limit
-from app.errors import InputError
-from app.eventstream import Event, event_stream
-from app.i18n import gettext as _
-from app.jobs import (
+from cnnlab.app.api_schema import api_errors
+from cnnlab.app.budget import model_file_limit
+from cnnlab.app.errors import InputError
+from cnnlab.app.eventstream import Event, event_stream
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.jobs import (
     FINISHED,
     Job,
     JobError,
@@ -32,8 +32,8 @@ from app.jobs import (
     load_npz,
     predict,
 )
-from app.ratelimit import address_key, limit
-from app.session import session_id
+from cnnlab.app.ratelimit import address_key, limit
+from cnnlab.app.session import session_id
 
 router = APIRouter(prefix="/api/train", tags=["train"])
 

@@ -40,22 +40,22 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
-from app import i18n, numbers
-from app import jobs as jobs_module
-from app.api_schema import page_errors, redirect
-from app.budget import model_file_limit
-from app.errors import InputError
-from app.eventstream import Event, event_stream
-from app.guards import page_status
-from app.i18n import N_
-from app.i18n import gettext as _
-from app.layer_names import ACTIVATION_NAMES, LAYER_NAMES, layer_detail, layer_label
-from app.lesson import nav_context
-from app.ratelimit import address_key, limit
-from app.routers.train_live import shared_render
-from app.session import session_id
-from app.templating import base_context, env, render, render_text, request_locale, wants_fragment
-from core import datasets, numfmt
+from cnnlab.app import i18n, numbers
+from cnnlab.app import jobs as jobs_module
+from cnnlab.app.api_schema import page_errors, redirect
+from cnnlab.app.budget import model_file_limit
+from cnnlab.app.errors import InputError
+from cnnlab.app.eventstream import Event, event_stream
+from cnnlab.app.guards import page_status
+from cnnlab.app.i18n import N_
+from cnnlab.app.i18n import gettext as _
+from cnnlab.app.layer_names import ACTIVATION_NAMES, LAYER_NAMES, layer_detail, layer_label
+from cnnlab.app.lesson import nav_context
+from cnnlab.app.ratelimit import address_key, limit
+from cnnlab.app.routers.train_live import shared_render
+from cnnlab.app.session import session_id
+from cnnlab.app.templating import base_context, env, render, render_text, request_locale, wants_fragment
+from cnnlab.core import datasets, numfmt
 
 router = APIRouter(tags=["train"])
 

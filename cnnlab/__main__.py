@@ -1,0 +1,3 @@
+from cnnlab.app.cli import main
+
+main()
