@@ -32,6 +32,7 @@ from cnnlab.app.routers import train_page
 from cnnlab.app.routers import classroom
 from cnnlab.app.routers import class_seats
 from cnnlab.app.routers import practice
+from cnnlab.app.routers import notebooks
 from cnnlab.app.jobs import make_queue
 from cnnlab.app.security import SecurityMiddleware
 from cnnlab.app.session import SessionMiddleware
@@ -142,6 +143,7 @@ def create_app() -> FastAPI:
     app.include_router(classroom.router)
     app.include_router(class_seats.router)
     app.include_router(practice.router)
+    app.include_router(notebooks.router)
     # Statuses the middleware answers before a route runs (400, 403, 413, 414) are in the schema too.
     install_openapi(app)
     return app

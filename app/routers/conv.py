@@ -75,6 +75,8 @@ def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block:
         stepper = build_stepper(s, parsed.x, parsed.geometry)
     context: dict[str, Any] = {"stepper": stepper, "errors": dict(parsed.errors), "fit": parsed.fit}
     step_query = s.query(step=s.step or None) if parsed.ok else urlencode(list(parsed.raw.items()))
+    # "Open as notebook" (inside the stepper, so it follows every step): this very state.
+    context["notebook_url"] = f"{request.app.url_path_for('notebook', page='conv')}?{step_query}" if parsed.ok else None
     if block != "stepper":
         context["form"] = build_form(parsed)
         if upload_error:

@@ -346,6 +346,8 @@ def _render_pool(request: Request, view: PoolView, *, block: str, headers: dict 
     ok = not view.errors and view.out is not None
     context: dict[str, Any] = {"stepper": build_pool_stepper(view) if ok else None}
     query = view.query(view.step) if ok else urlencode(list(request.query_params.items()))
+    # "Open as notebook" (inside the stepper, so it follows every step): this very state.
+    context["notebook_url"] = f"{request.app.url_path_for('notebook', page='pool')}?{query}" if ok else None
     if block != "stepper":
         src = view.src
         context.update({
@@ -430,6 +432,28 @@ def _matrix(a: np.ndarray) -> list[list[dict]]:
               "tint": conv_view.tint_class(float(v), m)} for v in row] for row in a.tolist()]
 
 
+def read_activation_fn(raw: Mapping[str, str], errors: dict[str, str]) -> str:
+    """``fn``: a name in ACTIVATIONS (default relu); a bad one leaves a message and relu."""
+    fn = raw.get("fn") or "relu"
+    if fn not in ACTIVATIONS:
+        errors["fn"] = _("There is no activation called “%(name)s”: choose relu, sigmoid, tanh or leaky_relu.") % {
+            "name": fn[:40]}
+        fn = "relu"
+    return fn
+
+
+def activation_input(src: Source) -> tuple[np.ndarray, int | None]:
+    """The map the functions are applied to (float64) and the bias added to it (None: none)."""
+    x = src.x.astype(np.float64)
+    if not src.relu and x.size and x.min() >= 0 and x.max() > 0:
+        # A map with no negative value (the slides' map, a picture) makes a dull demo: every
+        # function but sigmoid passes it through unchanged. A conv layer adds a bias before
+        # its activation; minus the map's mean puts about half the values below 0.
+        bias = -int(numfmt.round_half_up(x.mean(), 0))
+        return x + bias, bias
+    return x, None
+
+
 @router.get("/activation", name="activation", response_class=HTMLResponse, responses=page_errors(422))
 def activation(request: Request) -> Response:
     """Activation functions on a feature map: input parameters (see the module) and
@@ -437,11 +461,7 @@ def activation(request: Request) -> Response:
     raw = request.query_params
     errors: dict[str, str] = {}
     src = read_source(raw, request, EXAMPLE_ACTIVATION, errors)
-    fn = raw.get("fn") or "relu"
-    if fn not in ACTIVATIONS:
-        errors["fn"] = _("There is no activation called “%(name)s”: choose relu, sigmoid, tanh or leaky_relu.") % {
-            "name": fn[:40]}
-        fn = "relu"
+    fn = read_activation_fn(raw, errors)
     alpha = numbers.num(LEAKY_ALPHA, 4)
     # max(0,1·x; x) in Spanish: a list separator that is not the decimal comma
     formula = ACTIVATIONS[fn].formula
@@ -453,13 +473,8 @@ def activation(request: Request) -> Response:
                             "bias": None}
     maps = []
     if src.x is not None and not errors:
-        x = src.x.astype(np.float64)
-        if not src.relu and x.size and x.min() >= 0 and x.max() > 0:
-            # A map with no negative value (the slides' map, a picture) makes a dull demo: every
-            # function but sigmoid passes it through unchanged. A conv layer adds a bias before
-            # its activation; minus the map's mean puts about half the values below 0.
-            bias = -int(numfmt.round_half_up(x.mean(), 0))
-            x = x + bias
+        x, bias = activation_input(src)
+        if bias is not None:
             view["bias"] = format_number(bias)
         y = _apply(fn, x)
         for c in range(x.shape[0]):
@@ -476,7 +491,10 @@ def activation(request: Request) -> Response:
                     "relu": src.relu}
     pairs = list(src.pairs) + ([("fn", fn)] if fn != "relu" else [])
     view["pool_link"] = f"/pool?{urlencode(src.pairs)}" if src.x is not None else None
-    context = {"view": view, **_lesson_nav(request, 7), "locales": locale_links(request, urlencode(pairs))}
+    context = {"view": view, **_lesson_nav(request, 7), "locales": locale_links(request, urlencode(pairs)),
+               # "Open as notebook" (app/routers/notebooks.py): this state, only when the page shows it.
+               "notebook_url": f"{request.app.url_path_for('notebook', page='activation')}?{urlencode(pairs)}"
+               if maps else None}
     headers = {"HX-Push-Url": f"/activation?{urlencode(pairs)}"} if wants_fragment(request) and not errors else None
     return render(request, "activation.html", context, fragment="lab", headers=headers,
                   status_code=page_status(request, errors))

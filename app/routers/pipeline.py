@@ -425,6 +425,9 @@ def _page(request: Request, state: State, errors: dict[str, str], settings: Sett
         "weight_value": "-".join(str(v) for v in state.weight),
         "accuracy": round(100 * p.weights.test_accuracy, 1), "real_label": real,
         "state_query": urlencode(state.pairs()),
+        # "Open as notebook" (app/routers/notebooks.py): this state, only when every value is good.
+        "notebook_url": None if errors else
+        f"{request.app.url_path_for('notebook', page='pipeline')}?{urlencode(state.pairs())}",
         "lesson": nav_context(request.app, 5), "lesson_loss": nav_context(request.app, 8),
     }
     headers = {"HX-Push-Url": state.url()} if htmx and block == "lab" else {}
