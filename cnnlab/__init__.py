@@ -42,4 +42,14 @@ __all__ = [
     "Conv2D", "Pool2D", "Activation", "Flatten", "Dense", "Sequential", "tiny_cnn", "load_model",
     "SGD", "Momentum", "Adam", "make_optimizer", "train", "evaluate",
     "Dataset", "load_dataset", "PRESETS", "SEED_INPUT", "SEED_KERNEL", "preset",
+    "to_onnx", "save_onnx",
 ]
+
+
+def __getattr__(name):
+    # cnnlab.to_onnx / cnnlab.save_onnx (core.onnx_export) load the onnx package, ~1 s to
+    # import, only when first used.
+    if name in ("to_onnx", "save_onnx"):
+        from cnnlab.core import onnx_export
+        return getattr(onnx_export, name)
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -17,7 +17,7 @@ unknown id and for another session's id alike, so ids cannot be probed.
     local.py    LocalJobQueue (= JobRunner): in-process, the default
     shared.py   RedisJobQueue: jobs in Valkey/Redis, trained by RQ workers
     worker.py   what an RQ worker runs (``cnnlab worker``)
-    use.py      predict, export_npz, load_npz
+    use.py      predict, export_npz, export_onnx, load_npz
 """
 
 from cnnlab.app.jobs.job import (ACTIVE, FINISHED, Job, JobError, JobLimitError, JobNotFound, JobStateError,
@@ -25,10 +25,10 @@ from cnnlab.app.jobs.job import (ACTIVE, FINISHED, Job, JobError, JobLimitError,
 from cnnlab.app.jobs.local import JobRunner, LocalJobQueue
 from cnnlab.app.jobs.queue import JobQueue, make_queue
 from cnnlab.app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model, dataset_defaults, input_shape
-from cnnlab.app.jobs.use import _grid_array, export_npz, load_npz, predict  # noqa: F401 (_grid_array: train_api)
+from cnnlab.app.jobs.use import _grid_array, export_npz, export_onnx, load_npz, predict  # noqa: F401 (_grid_array: train_api)
 
 __all__ = [
     "ACTIVE", "FINISHED", "TrainSpec", "Job", "JobRunner", "LocalJobQueue", "JobQueue", "make_queue",
-    "JobError", "JobLimitError", "JobNotFound", "JobStateError", "ModelFileError", "predict", "export_npz",
+    "JobError", "JobLimitError", "JobNotFound", "JobStateError", "ModelFileError", "predict", "export_npz", "export_onnx",
     "load_npz", "input_shape", "build_model", "dataset_defaults", "INPUT_SHAPES",
 ]

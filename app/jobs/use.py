@@ -17,12 +17,12 @@ from cnnlab.app.jobs.job import Job, JobStateError, ModelFileError
 from cnnlab.app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model
 from cnnlab.core import datasets
 from cnnlab.core.losses import softmax
-from cnnlab.core.model import SPEC_KEY
+from cnnlab.core.model import SPEC_KEY, Sequential
 from cnnlab.core.train_worker import filters_of, final_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_npz", "load_npz", "predict", "MAX_MODEL_FILE_EXPANDED", "LOAD_EVAL_BATCH", "TRAINSPEC_KEY"]
+__all__ = ["export_npz", "export_onnx", "load_npz", "predict", "MAX_MODEL_FILE_EXPANDED", "LOAD_EVAL_BATCH", "TRAINSPEC_KEY"]
 
 # A .npz upload may expand to at most this many bytes (the largest lab model is 9 MB: app/budget.py).
 MAX_MODEL_FILE_EXPANDED = 16 * 1024 * 1024
@@ -114,18 +114,34 @@ def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: 
     return out
 
 
-def export_npz(job: Job) -> bytes:
-    """The job's model as .npz: core.model's format (parameters + "__spec__") plus the
-    TrainSpec, so a file alone rebuilds the model and its settings."""
+def _snapshot(job: Job) -> Sequential:
+    """A copy of the job's model taken at one moment (a running job's weights change under the worker)."""
     model = job.model
     if model is None:
         raise JobStateError(gettext("This training has no model yet: wait until it starts."))
-    with job.cond:  # a running job's weights change under the worker; copy them at one moment
-        arrays = {name: p.copy() for name, p, _ in model.parameters()}
+    copy = Sequential.from_spec(model.spec()).astype(model.flat_params.dtype)
+    with job.cond:
+        copy.flat_params[...] = model.flat_params
+    return copy
+
+
+def export_npz(job: Job) -> bytes:
+    """The job's model as .npz: core.model's format (parameters + "__spec__") plus the
+    TrainSpec, so a file alone rebuilds the model and its settings."""
+    model = _snapshot(job)
     buf = io.BytesIO()
     np.savez(buf, **{SPEC_KEY: np.array(json.dumps(model.spec())),
-                     TRAINSPEC_KEY: np.array(json.dumps(job.spec.model_dump()))}, **arrays)
+                     TRAINSPEC_KEY: np.array(json.dumps(job.spec.model_dump()))},
+             **{name: p for name, p, _ in model.parameters()})
     return buf.getvalue()
+
+
+def export_onnx(job: Job) -> bytes:
+    """The job's model as ONNX (core/onnx_export.py). The onnx package takes ~1 s to import,
+    so it is imported only when a file is asked for."""
+    from cnnlab.core.onnx_export import onnx_bytes
+
+    return onnx_bytes(_snapshot(job), name=f"cnnlab-{job.spec.dataset}")
 
 
 def _bad_file(detail: str | None = None) -> ModelFileError:

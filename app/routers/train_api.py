@@ -29,6 +29,7 @@ from cnnlab.app.jobs import (
     TrainSpec,
     _grid_array,
     export_npz,
+    export_onnx,
     load_npz,
     predict,
 )
@@ -243,5 +244,17 @@ def weights(job_id: str, request: Request) -> Response:
     job = _job(request, job_id)
     data = export_npz(job)
     name = f"cnnlab-{job.spec.dataset}-{job.id[:8]}.npz"
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/{job_id}/model.onnx", responses={**ERRORS, **api_errors(409), 200: {"content": {"application/octet-stream": {}},
+                                                                 "description": "the model as ONNX"}})
+def model_onnx(job_id: str, request: Request) -> Response:
+    """Download the model as ONNX (opset 17): opens in Netron, runs in ONNX Runtime
+    (input "image" (N, C, H, W), outputs "logits" and "probabilities")."""
+    job = _job(request, job_id)
+    data = export_onnx(job)
+    name = f"cnnlab-{job.spec.dataset}-{job.id[:8]}.onnx"
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
