@@ -3,11 +3,15 @@
     cnnlab [--host H] [--port P]           one web process (guarded uvicorn: app/server.py)
     cnnlab --workers N                     N web processes sharing one socket (app/server.Supervisor)
     cnnlab worker [--burst]                a training worker (app/jobs/worker.py)
+    cnnlab train --dataset digits …        train the tiny CNN, print its held-out accuracy (app/commands.py)
+    cnnlab notebook "/conv?preset=seed"    a page's notebook on stdout, as its link gives it (app/commands.py)
 
+``main`` dispatches on the first word (worker, train, notebook); anything else serves.
 Several web processes, or workers, share classes, limits and trainings through Valkey, so
 ``--workers`` above 1 and ``cnnlab worker`` need ``CNNLAB_REDIS_URL``; and with it every
 web process must sign cookies (and name uploads) with the same key, so ``CNNLAB_SECRET_KEY``
 is required too. A missing one is a one-line error and exit code 2, before anything starts.
+``train`` and ``notebook`` need neither.
 """
 
 from __future__ import annotations
@@ -18,11 +22,21 @@ from collections.abc import Sequence
 
 USAGE_ERROR = 2
 
+SUBCOMMANDS = """other commands (each has its own --help):
+  cnnlab worker [--burst]              run a training worker (needs CNNLAB_REDIS_URL)
+  cnnlab train --dataset digits|mnist  train the lab's CNN here, print its held-out accuracy
+                                       (--epochs, --batch-size, --lr, --optimizer, --seed,
+                                       --save model.npz, --onnx model.onnx)
+  cnnlab notebook PAGE                 write a page's Jupyter notebook to stdout:
+                                       cnnlab notebook "/conv?preset=seed" > conv.ipynb"""
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="cnnlab", description="Serve CNN Lab (http://127.0.0.1:8000 by default).",
-        epilog="`cnnlab worker [--burst]` runs a training worker instead (needs CNNLAB_REDIS_URL).")
+        usage="%(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--reload]\n"
+              "       %(prog)s {worker,train,notebook} [-h] ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SUBCOMMANDS)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -92,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["worker"]:
         worker(argv[1:])
         return
+    if argv[:1] in (["train"], ["notebook"]):
+        from cnnlab.app.commands import COMMANDS
+
+        raise SystemExit(COMMANDS[argv[0]](argv[1:]))
     args = parse_args(argv)
     settings = load_settings()
     check_shared(settings, needed_for="--workers" if args.workers > 1 else None)
