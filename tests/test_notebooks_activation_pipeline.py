@@ -99,6 +99,11 @@ def test_activation_notebooks_give_the_pages_numbers(client):
         for name in ("y_numpy", "y_engine"):
             np.testing.assert_allclose(ns[name][0], y, rtol=1e-9, atol=1e-12, err_msg=f"{params} {name}")
         np.testing.assert_allclose(ns["PAGE"]["after"][0], y, rtol=1e-9, atol=1e-12)
+        # The JSON twin, with the same query.
+        twin = client.get("/api/activation", params=params).json()
+        np.testing.assert_allclose(ns["x"], twin["input"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ns["y_numpy"], twin["output"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ns["y_engine"], twin["output"], rtol=1e-9, atol=1e-12)
         assert ns["y0"] == pytest.approx(y[0, 0], rel=1e-9, abs=1e-12)
         # What the page's HTML shows (four decimals at most).
         page = soup(client.get("/activation", params={**params, "lang": "en"}))
@@ -113,6 +118,8 @@ def test_activation_refusals_are_the_pages(client):
         response = client.get("/notebook/activation", params=params)
         assert response.status_code == 422
         assert message in text(soup(response))
+        twin = client.get("/api/activation", params=params)
+        assert twin.status_code == 422 and message in twin.json()["detail"]
     response = client.get("/notebook/activation", params={"fn": "softplus"})
     assert translated("There is no activation called “%(name)s”: choose relu, sigmoid, tanh or leaky_relu.",
                       name="softplus") in text(soup(response))

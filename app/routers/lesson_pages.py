@@ -23,10 +23,11 @@ from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cnnlab.app import conv_state, conv_view, images, numbers
-from cnnlab.app.api_schema import page_errors, redirect
+from cnnlab.app.api_schema import api_errors, page_errors, redirect
+from cnnlab.app.errors import InputError
 from cnnlab.app.guards import page_status
 from cnnlab.app.i18n import N_
 from cnnlab.app.i18n import gettext as _
@@ -505,6 +506,24 @@ def activation(request: Request) -> Response:
 GRID_MIN, GRID_MAX = 4, 32
 ZOOMS = (1, 2, 3, 4)
 AUDIO_SAMPLES = 48
+
+
+@router.get("/api/activation", name="api_activation", tags=["api"], responses=api_errors(404, 422))
+def api_activation(request: Request) -> JSONResponse:
+    """JSON twin of /activation (the same parameters): the map the function is applied to (with
+    the bias the page adds to a map without negatives), the function's output, and the counts
+    the page shows."""
+    raw = request.query_params
+    errors: dict[str, str] = {}
+    src = read_source(raw, request, EXAMPLE_ACTIVATION, errors)
+    fn = read_activation_fn(raw, errors)
+    if errors:  # read_source leaves x None only with a message
+        raise InputError("; ".join(errors.values()), field=next(iter(errors)))
+    x, bias = activation_input(src)
+    y = _apply(fn, x)
+    return JSONResponse({"fn": fn, "alpha": LEAKY_ALPHA if fn == "leaky_relu" else None, "bias": bias,
+                         "input": x.tolist(), "output": y.tolist(),
+                         "negatives": int((x < 0).sum()), "zeros_after": int((y == 0).sum())})
 
 
 def audio_wave() -> dict:
