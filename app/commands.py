@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 FAILED = 1
 LOCALES = ("es", "en")  # cnnlab.app.i18n.LOCALES, without importing the web app for --help
@@ -204,45 +204,6 @@ def page_target(page: str) -> tuple[str, str]:
     return quote(path, safe="/%"), quote(parts.query, safe="=&%+;/?:@,$!*'()~")
 
 
-async def asgi_get(app: Any, path: str, query: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, dict[str, str], bytes]:
-    """One GET request through the ASGI ``app``, in this process: (status, headers, body).
-
-    No lifespan: the pages' notebooks need none of what it starts (the training runner, the sweeper)."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-        "method": "GET", "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 0),
-        "root_path": "", "path": unquote(path), "raw_path": path.encode("ascii"),
-        "query_string": query.encode("ascii"),
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"cnnlab-notebook"), *headers],
-    }
-    status = 0
-    response_headers: dict[str, str] = {}
-    body: list[bytes] = []
-    answered = asyncio.Event()
-    asked = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await answered.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            response_headers.update((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in message["headers"])
-        elif message["type"] == "http.response.body":
-            body.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                answered.set()
-
-    await app(scope, receive, send)
-    return status, response_headers, b"".join(body)
-
-
 class _RefusalText(HTMLParser):
     """The text of the error page's ``data-refusal-message`` elements (templates/error.html):
     the message, and one line per refused value."""
@@ -289,6 +250,7 @@ def page_notebook(page: str, query: str, lang: str) -> tuple[int, dict[str, str]
     # Settings would otherwise make (and keep) a secret key on disk; nothing signed here leaves
     # this process.
     os.environ.setdefault("CNNLAB_SECRET_KEY", secrets.token_urlsafe(32))
+    from cnnlab.app.inprocess import asgi_get
     from cnnlab.app.main import app
     from cnnlab.app.settings import settings_for
 

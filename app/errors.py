@@ -48,6 +48,11 @@ class InputError(Exception):
         self.status_code = status_code
         self.headers = headers or {}  # e.g. Retry-After on a 429
 
+    @classmethod
+    def of(cls, errors: dict[str, str]) -> "InputError":
+        """A page's messages (field → message, already translated) as one refusal naming the first field."""
+        return cls("; ".join(errors.values()), field=next(iter(errors)))
+
 
 def is_api(request: Request) -> bool:
     path = request.url.path

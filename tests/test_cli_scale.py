@@ -20,8 +20,6 @@ import pytest
 
 from tests.serverproc import ROOT, child_env, free_port
 
-pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
-
 KEY_MESSAGE = "CNNLAB_SECRET_KEY must be set too"
 START_SECONDS = 60.0
 

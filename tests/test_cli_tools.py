@@ -12,7 +12,6 @@ The processes start together (one fixture), so the file costs about one start-up
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -27,12 +26,10 @@ from cnnlab.core.train import default_setup, train
 from tests.serverproc import child_env
 
 ACCURACY = re.compile(r"^held-out accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)$")
-HAS_ONNX = importlib.util.find_spec("cnnlab.core.onnx_export") is not None
 REFUSED = "/conv?preset=seed&stride=abc"
 
 COMMANDS = {
-    "train": ["train", "--dataset", "digits", "--epochs", "1", "--save", "m.npz"]
-             + (["--onnx", "m.onnx"] if HAS_ONNX else []),
+    "train": ["train", "--dataset", "digits", "--epochs", "1", "--save", "m.npz", "--onnx", "m.onnx"],
     "train_bad": ["train", "--dataset", "digits", "--epochs", "0"],
     "notebook_es": ["notebook", "/conv?preset=seed"],
     "notebook_en": ["notebook", "http://127.0.0.1:8000/conv?preset=seed&step=4", "--lang", "en", "-o", "en.ipynb"],
@@ -129,7 +126,6 @@ def test_train_prints_the_held_out_accuracy_of_the_model_it_saves(runs):
     assert len(epochs) == 1 and epochs[0].startswith("epoch 1/1 "), result.stderr
 
 
-@pytest.mark.skipif(not HAS_ONNX, reason="cnnlab.core.onnx_export is not there")
 def test_train_writes_an_onnx_file_that_answers_like_the_model(runs):
     import onnxruntime
 
@@ -185,11 +181,8 @@ def test_a_refused_state_is_the_pages_message_and_exit_code_1(runs, client, html
 
 
 def test_a_trained_models_notebook_from_its_weights(runs):
-    from cnnlab.app.notebooks import train as train_notebook
-
-    if not hasattr(train_notebook, "model_notebook"):
-        pytest.skip("cnnlab.app.notebooks.train.model_notebook is not there yet")
     from cnnlab.app.i18n import use_locale
+    from cnnlab.app.notebooks import train as train_notebook
 
     ok(runs["train"])
     result = ok(runs.run("from_weights", ["notebook", "/train", "--weights", "m.npz"]))

@@ -56,8 +56,8 @@ def build(request: Request) -> nbformat.NotebookNode:
     errors: dict[str, str] = {}
     src = read_source(raw, request, EXAMPLE_ACTIVATION, errors)
     fn = read_activation_fn(raw, errors)
-    if errors or src.x is None:
-        raise InputError("; ".join(errors.values()), field=next(iter(errors), None), status_code=422)
+    if errors:  # read_source leaves x None only with a message
+        raise InputError.of(errors)
     # The page's numbers, computed as the page computes them.
     x, bias = activation_input(src)
     y = _apply(fn, x)

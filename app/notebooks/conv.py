@@ -27,7 +27,7 @@ __all__ = ["build", "build_from"]
 def build(request: Request) -> nbformat.NotebookNode:
     parsed = read_state(request.query_params, settings_for(request.app))
     if not parsed.ok:
-        raise InputError("; ".join(parsed.errors.values()), status_code=422)
+        raise InputError.of(parsed.errors)
     return build_from(parsed)
 
 

@@ -42,7 +42,7 @@ def build(request: Request) -> nbformat.NotebookNode:
     if not errors:
         p, real, state = _compute(state, settings_for(request.app), errors)
     if errors:
-        raise InputError("; ".join(errors.values()), field=next(iter(errors)), status_code=422)
+        raise InputError.of(errors)
     f, i, j = state.weight
     g = engine.weight_gradient(p, f, 0, i, j)
     sgd, adam = engine.updates(p, f, 0, i, j, state.lr)

@@ -26,7 +26,7 @@ __all__ = ["build", "build_from"]
 def build(request: Request) -> nbformat.NotebookNode:
     view = read_pool(request.query_params, request)
     if view.errors or view.out is None:
-        raise InputError("; ".join(view.errors.values()) or _("Choose an input from the list."), status_code=422)
+        raise InputError.of(view.errors or {"input": _("Choose an input from the list.")})
     return build_from(view)
 
 

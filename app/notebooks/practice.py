@@ -253,48 +253,48 @@ def _cross_entropy(nb: Notebook, ex: Exercise) -> None:
 def _param_count(nb: Notebook, ex: Exercise) -> None:
     g = ex.givens
     layer = g["layer"]
+    # Per kind of layer: its givens, the page's steps, the count by hand, the count by the engine.
     if layer == "conv":
-        nb.code(f"K, C_in, F = {g['k']}, {g['c_in']}, {g['filters']}")
-        nb.markdown("## " + _("In plain NumPy") + "\n\n" + _(view.STEP_LABELS["param_conv"]))
-        nb.code("count_numpy = (K * K * C_in + 1) * F\nprint(count_numpy)")
-        nb.markdown("## " + _("The same with the engine") + "\n\n" + _("The engine's layer holds the weights: count them."))
-        nb.code("conv = cnnlab.Conv2D(C_in, F, K)\n"
-                "print(conv.params['w'].shape, conv.params['b'].shape)\n"
-                "count_engine = conv.n_params\nprint(count_engine)")
+        given = f"K, C_in, F = {g['k']}, {g['c_in']}, {g['filters']}"
+        steps = ["param_conv"]
+        plain = "count_numpy = (K * K * C_in + 1) * F\nprint(count_numpy)"
+        engine = ("conv = cnnlab.Conv2D(C_in, F, K)\n"
+                  "print(conv.params['w'].shape, conv.params['b'].shape)\n"
+                  "count_engine = conv.n_params\nprint(count_engine)")
     elif layer == "dense" and "n_in" in g:
-        nb.code(f"n_in, n_out = {g['n_in']}, {g['n_out']}")
-        nb.markdown("## " + _("In plain NumPy") + "\n\n" + _(view.STEP_LABELS["param_dense"]))
-        nb.code("count_numpy = (n_in + 1) * n_out\nprint(count_numpy)")
-        nb.markdown("## " + _("The same with the engine") + "\n\n" + _("The engine's layer holds the weights: count them."))
-        nb.code("dense = cnnlab.Dense(n_in, n_out)\n"
-                "print(dense.params['w'].shape, dense.params['b'].shape)\n"
-                "count_engine = dense.n_params\nprint(count_engine)")
+        given = f"n_in, n_out = {g['n_in']}, {g['n_out']}"
+        steps = ["param_dense"]
+        plain = "count_numpy = (n_in + 1) * n_out\nprint(count_numpy)"
+        engine = ("dense = cnnlab.Dense(n_in, n_out)\n"
+                  "print(dense.params['w'].shape, dense.params['b'].shape)\n"
+                  "count_engine = dense.n_params\nprint(count_engine)")
     elif layer == "dense":
         H, W, C = g["input_shape"]
-        nb.code(f"H, W, C = {H}, {W}, {C}  # the input, H×W×C\nn_out = {g['n_out']}")
-        nb.markdown("## " + _("In plain NumPy") + "\n\n" + _(view.STEP_LABELS["param_flatten"]) + " "
-                    + _(view.STEP_LABELS["param_dense"]))
-        nb.code("n_in = H * W * C\ncount_numpy = (n_in + 1) * n_out\nprint(n_in, count_numpy)")
-        nb.markdown("## " + _("The same with the engine") + "\n\n" + _("The engine's layer holds the weights: count them."))
-        nb.code("model = cnnlab.Sequential([cnnlab.Flatten(), cnnlab.Dense(H * W * C, n_out)], input_shape=(C, H, W))\n"
-                "print(model.summary_text())\n"
-                "count_engine = model.layers[-1].n_params")
+        given = f"H, W, C = {H}, {W}, {C}  # the input, H×W×C\nn_out = {g['n_out']}"
+        steps = ["param_flatten", "param_dense"]
+        plain = "n_in = H * W * C\ncount_numpy = (n_in + 1) * n_out\nprint(n_in, count_numpy)"
+        engine = ("model = cnnlab.Sequential([cnnlab.Flatten(), cnnlab.Dense(H * W * C, n_out)], input_shape=(C, H, W))\n"
+                  "print(model.summary_text())\n"
+                  "count_engine = model.layers[-1].n_params")
     else:
         H, W, C = g["input_shape"]
-        nb.code(f"H, W, C = {H}, {W}, {C}  # the input, H×W×C\n"
-                f"K, F, S, P = {g['k']}, {g['filters']}, {g['stride']}, {g['padding']}  # the convolution\n"
-                f"n_out = {g['n_out']}")
-        nb.markdown("## " + _("In plain NumPy") + "\n\n" + _(view.STEP_LABELS["conv_size"]) + " "
-                    + _(view.STEP_LABELS["param_flatten"]) + " " + _(view.STEP_LABELS["param_dense"]))
-        nb.code("Ho = Wo = (H + 2 * P - (K - 1) - 1) // S + 1\n"
-                "n_in = Ho * Wo * F\ncount_numpy = (n_in + 1) * n_out\nprint(Ho, n_in, count_numpy)")
-        nb.markdown("## " + _("The same with the engine") + "\n\n" + _("The engine's layer holds the weights: count them."))
-        nb.code("conv = cnnlab.Conv2D(C, F, K, stride=S, padding=P)\n"
-                "n_in_engine = int(np.prod(conv.output_shape((C, H, W))))\n"
-                "model = cnnlab.Sequential([conv, cnnlab.Flatten(), cnnlab.Dense(n_in_engine, n_out)], "
-                "input_shape=(C, H, W))\n"
-                "print(model.summary_text())\n"
-                "count_engine = model.layers[-1].n_params  # the dense layer")
+        given = (f"H, W, C = {H}, {W}, {C}  # the input, H×W×C\n"
+                 f"K, F, S, P = {g['k']}, {g['filters']}, {g['stride']}, {g['padding']}  # the convolution\n"
+                 f"n_out = {g['n_out']}")
+        steps = ["conv_size", "param_flatten", "param_dense"]
+        plain = ("Ho = Wo = (H + 2 * P - (K - 1) - 1) // S + 1\n"
+                 "n_in = Ho * Wo * F\ncount_numpy = (n_in + 1) * n_out\nprint(Ho, n_in, count_numpy)")
+        engine = ("conv = cnnlab.Conv2D(C, F, K, stride=S, padding=P)\n"
+                  "n_in_engine = int(np.prod(conv.output_shape((C, H, W))))\n"
+                  "model = cnnlab.Sequential([conv, cnnlab.Flatten(), cnnlab.Dense(n_in_engine, n_out)], "
+                  "input_shape=(C, H, W))\n"
+                  "print(model.summary_text())\n"
+                  "count_engine = model.layers[-1].n_params  # the dense layer")
+    nb.code(given)
+    nb.markdown("## " + _("In plain NumPy") + "\n\n" + " ".join(_(view.STEP_LABELS[step]) for step in steps))
+    nb.code(plain)
+    nb.markdown("## " + _("The same with the engine") + "\n\n" + _("The engine's layer holds the weights: count them."))
+    nb.code(engine)
     nb.expect("answer", ex.answer, numpy="count_numpy", engine="count_engine", tolerance=TOLERANCE)
 
 

@@ -51,6 +51,7 @@ from cnnlab.app.classroom import (
 from cnnlab.app.errors import InputError
 from cnnlab.app.eventstream import HEARTBEAT_SECONDS, Event, event_stream
 from cnnlab.app.i18n import gettext as _
+from cnnlab.app.inprocess import asgi_get
 from cnnlab.app.lesson import SECTIONS, is_served
 from cnnlab.app.ratelimit import address_waits, hit_address, limit, limit_address
 from cnnlab.app.session import session_id
@@ -206,28 +207,11 @@ async def _render_view(request: Request, view: str, locale: str) -> str | None:
     """The stepper fragment of ``view`` in ``locale``, as the app answers a phone's fetch."""
     parts = urlsplit(view)
     settings = settings_for(request.app)
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": parts.path, "raw_path": parts.path.encode(), "query_string": parts.query.encode(), "root_path": "",
-        "headers": [(b"host", request.headers.get("host", "localhost").encode("latin-1")),
-                    (b"hx-request", b"true"), (b"hx-target", STEPPER_TARGETS[parts.path].encode()),
-                    (b"cookie", f"{settings.locale_cookie}={locale}".encode())],
-        "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0), "app": request.app, "state": {},
-    }
-    status, body = 0, []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            body.append(message.get("body", b""))
-
-    await request.app(scope, receive, send)
-    return b"".join(body).decode() if status == 200 else None
+    status, _headers, body = await asgi_get(request.app, parts.path, parts.query, [
+        (b"host", request.headers.get("host", "localhost").encode("latin-1")),
+        (b"hx-request", b"true"), (b"hx-target", STEPPER_TARGETS[parts.path].encode()),
+        (b"cookie", f"{settings.locale_cookie}={locale}".encode())])
+    return body.decode() if status == 200 else None
 
 
 async def prepared_stepper(request: Request, view: str, locale: str) -> str | None:

@@ -153,7 +153,7 @@ def _conv_view(request: Request, settings: Settings) -> Response:
 def _png_state(request: Request, settings: Settings) -> Parsed:
     parsed = read_state(request.query_params, settings)
     if not parsed.ok:
-        raise InputError("; ".join(parsed.errors.values()))
+        raise InputError.of(parsed.errors)
     return parsed
 
 

@@ -518,7 +518,7 @@ def api_activation(request: Request) -> JSONResponse:
     src = read_source(raw, request, EXAMPLE_ACTIVATION, errors)
     fn = read_activation_fn(raw, errors)
     if errors:  # read_source leaves x None only with a message
-        raise InputError("; ".join(errors.values()), field=next(iter(errors)))
+        raise InputError.of(errors)
     x, bias = activation_input(src)
     y = _apply(fn, x)
     return JSONResponse({"fn": fn, "alpha": LEAKY_ALPHA if fn == "leaky_relu" else None, "bias": bias,

@@ -466,7 +466,7 @@ def api_pipeline(request: Request, settings: Settings = Depends(get_settings)) -
     if not errors:
         p, real, state = _compute(state, settings, errors)
     if errors:
-        raise InputError("; ".join(errors.values()), field=next(iter(errors)))
+        raise InputError.of(errors)
     f, i, j = state.weight
     g = engine.weight_gradient(p, f, 0, i, j)
     sgd, adam = engine.updates(p, f, 0, i, j, state.lr)
