@@ -28,9 +28,11 @@ from cnnlab.app.routers import pipeline
 from cnnlab.app.routers import lesson_pages
 from cnnlab.app.routers import images as image_routes
 from cnnlab.app.routers import train_api
+from cnnlab.app.routers import datasets_api
 from cnnlab.app.routers import train_page
 from cnnlab.app.routers import classroom
 from cnnlab.app.routers import class_seats
+from cnnlab.app.routers import collection
 from cnnlab.app.routers import practice
 from cnnlab.app.routers import notebooks
 from cnnlab.app.jobs import make_queue
@@ -139,9 +141,11 @@ def create_app() -> FastAPI:
     app.include_router(pipeline.router)
     app.include_router(train_page.router)
     app.include_router(train_api.router)
+    app.include_router(datasets_api.router)
     app.include_router(lesson_pages.router)
     app.include_router(classroom.router)
     app.include_router(class_seats.router)
+    app.include_router(collection.router)
     app.include_router(practice.router)
     app.include_router(notebooks.router)
     # Statuses the middleware answers before a route runs (400, 403, 413, 414) are in the schema too.

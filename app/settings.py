@@ -139,6 +139,20 @@ class Settings(BaseSettings):
     # Seats one address holds that have no screen open yet (joined, stream not yet open).
     class_pending_seats_per_address: int = Field(default=30, ge=1)
 
+    # The class's own dataset (app/classroom/collection*.py): drawings one student may keep
+    # in a collection and the class altogether; labels (2 to this many, each at most so
+    # many characters), drawings wanted per label, and the longest time limit, in minutes.
+    # (The defaults let 60 phones send a drawing every 2 s for two minutes: benchmarks/bench_collection.py.)
+    collection_max_per_student: int = Field(default=100, ge=1)
+    collection_max_drawings: int = Field(default=4000, ge=1)
+    collection_max_labels: int = Field(default=10, ge=2, le=10)
+    collection_label_chars: int = Field(default=24, ge=1)
+    collection_max_target: int = Field(default=100, ge=1)
+    collection_max_minutes: int = Field(default=60, ge=1)
+    # Drawings a student sends per minute (app/ratelimit.py; a moving window: one every 2 s
+    # puts 31 in a minute).
+    collection_drawings_per_minute: int = Field(default=40, ge=1)
+
     # The shared engine (app/backend.py): empty, everything lives in this process (the
     # default); a ``redis://HOST:PORT/DB`` URL of Valkey or Redis shares classes, limits and
     # training jobs between every web process and ``cnnlab worker`` that use it.

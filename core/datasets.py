@@ -11,13 +11,25 @@ Every loader returns a ``Dataset`` whose images are float32 ``(N, 1, H, W)`` in
 [0, 1] and whose labels are int64 ``(N,)``, split into train and test sets the
 same way on every call and every machine. Arrays are read-only because they are
 shared by every caller through a cache.
+
+A dataset of one's own (a class's drawings, say) is a file in the format
+``save_file`` writes and ``load_file`` reads back, checked: an ``.npz`` with
+``images`` uint8 (N, 28, 28) (0 = paper, 255 = ink), ``labels`` int64 (N,) in
+0 .. K-1 and ``label_names`` (K,) unicode, 2 ≤ K ≤ 10, names of 1 to 24
+characters, N ≤ 5,000 and at least 2 images of every label. ``from_arrays``
+makes the same ``Dataset`` from arrays in memory.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import os
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +41,18 @@ _PIXEL_MAX = {"digits": 16.0, "mnist": 255.0}
 # Any fixed number would do; changing it changes every split (tests pin the split).
 _SPLIT_SEED = 20240611
 
+# A dataset of one's own (see the module docstring).
+OWN_SIDE = 28
+MIN_LABELS, MAX_LABELS = 2, 10
+MAX_LABEL_CHARS = 24
+MAX_IMAGES = 5_000
+MIN_PER_LABEL = 2
+FILE_ARRAYS = ("images", "labels", "label_names")
+# What a file's arrays may expand to: the largest dataset's images and labels, and room
+# for the names and the .npy headers.
+MAX_FILE_EXPANDED = MAX_IMAGES * (OWN_SIDE * OWN_SIDE + 8) + 64 * 1024
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
@@ -39,10 +63,11 @@ class Dataset:
     y_train: int64 (N_train,), class ids 0 .. classes-1
     x_test:  float32 (N_test, 1, H, W), values in [0, 1]
     y_test:  int64 (N_test,)
-    classes: number of classes (10 digits)
+    classes: number of classes (10 digits; K for a dataset of one's own)
+    label_names: what each class is called, ("0", ..., "9") for the digits
 
-    H = W = 8 for "digits" and 28 for "mnist". The arrays are read-only; copy one
-    (``x.copy()``) before changing it.
+    H = W = 8 for "digits" and 28 for "mnist" and a dataset of one's own. The arrays
+    are read-only; copy one (``x.copy()``) before changing it.
     """
 
     name: str
@@ -51,6 +76,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: int = 10
+    label_names: tuple[str, ...] = DIGIT_NAMES
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -189,3 +215,152 @@ def load(name: str, test_fraction: float = 0.2) -> Dataset:
     """Load a dataset by name, one of ``DATASETS`` ("digits", "mnist")."""
     _check_name(name)
     return _dataset(name, float(test_fraction))
+
+
+# --------------------------------------------------------------------------- datasets of one's own
+
+
+class DatasetFileError(ValueError):
+    """A dataset of one's own that is not in the format (see the module docstring).
+
+    ``reason`` names what is wrong (one of "format", "too_big", "missing", "images", "labels",
+    "names", "count", "per_label") and ``params`` its details, so a caller can say it in the
+    reader's language; ``str(error)`` says it in English."""
+
+    def __init__(self, reason: str, message: str, **params: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.params = params
+
+
+def check_arrays(images: Any, labels: Any, label_names: Any) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The three arrays of a dataset of one's own, checked and in their stored types.
+
+    images: whole numbers 0..255, (N, 28, 28); labels: whole numbers (N,) in 0 .. K-1;
+    label_names: K texts (a sequence or a (K,) unicode array).
+    Returns images uint8 (N, 28, 28), labels int64 (N,), the names as a tuple of str.
+    Raises DatasetFileError on anything else (floats, NaN, objects, wrong shapes, ...).
+    """
+    # The names first: the labels are checked against their number.
+    if isinstance(label_names, np.ndarray):
+        if label_names.dtype.kind != "U" or label_names.ndim != 1:
+            raise DatasetFileError("names", "label_names must be a (K,) array of texts")
+        names = tuple(str(n) for n in label_names.tolist())
+    elif isinstance(label_names, Sequence) and not isinstance(label_names, (str, bytes)):
+        if not all(isinstance(n, str) for n in label_names):
+            raise DatasetFileError("names", "label_names must be texts")
+        names = tuple(label_names)
+    else:
+        raise DatasetFileError("names", "label_names must be a sequence of texts")
+    if not MIN_LABELS <= len(names) <= MAX_LABELS:
+        raise DatasetFileError("names", f"a dataset has {MIN_LABELS} to {MAX_LABELS} labels, not {len(names)}",
+                               n=len(names))
+    for n in names:
+        if not 1 <= len(n.strip()) <= MAX_LABEL_CHARS or len(n) > MAX_LABEL_CHARS or not n.isprintable():
+            raise DatasetFileError("names", f"each label name has 1 to {MAX_LABEL_CHARS} printable characters; "
+                                   f"got {n[:MAX_LABEL_CHARS + 1]!r}", n=len(names))
+    if len({n.strip().casefold() for n in names}) != len(names):
+        raise DatasetFileError("names", "two labels have the same name", n=len(names))
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype.kind not in "ui" or images.ndim != 3 or images.shape[1:] != (OWN_SIDE, OWN_SIDE):
+        raise DatasetFileError("images", f"images must be whole numbers 0..255 of shape (N, {OWN_SIDE}, {OWN_SIDE}); "
+                               f"got {images.dtype} {images.shape}")
+    N = images.shape[0]
+    if not 1 <= N <= MAX_IMAGES:
+        raise DatasetFileError("count", f"a dataset has at most {MAX_IMAGES} images, not {N}", n=N)
+    if images.dtype != np.uint8 and (images.min() < 0 or images.max() > 255):
+        raise DatasetFileError("images", "images must be whole numbers 0..255")
+    if labels.dtype.kind not in "ui" or labels.shape != (N,):
+        raise DatasetFileError("labels", f"labels must be {N} whole numbers (one per image); "
+                               f"got {labels.dtype} {labels.shape}", n=N)
+    if labels.min() < 0 or labels.max() >= len(names):
+        raise DatasetFileError("labels", f"labels must be 0 to {len(names) - 1}", n=N)
+    labels = labels.astype(np.int64)
+    counts = np.bincount(labels, minlength=len(names))
+    for k, c in enumerate(counts):
+        if c < MIN_PER_LABEL:
+            raise DatasetFileError("per_label", f"label {names[k]!r} has {c} image(s); every label needs at least "
+                                   f"{MIN_PER_LABEL}", label=names[k], n=int(c))
+    return images.astype(np.uint8), labels, names
+
+
+def from_arrays(name: str, images: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
+                test_fraction: float = 0.2) -> Dataset:
+    """A ``Dataset`` of one's own from arrays (checked by ``check_arrays``).
+
+    images: uint8 (N, 28, 28), 0 = paper, 255 = ink; labels (N,) in 0 .. K-1; label_names: K texts.
+    Split like the shipped datasets (``stratified_split``: every label in both sets, the
+    same split for the same arrays); x float32 (N, 1, 28, 28) in [0, 1], read-only.
+    """
+    images, labels, names = check_arrays(images, labels, label_names)
+    train_idx, test_idx = stratified_split(labels, test_fraction)
+    N = images.shape[0]
+    x = (images.astype(np.float32) / np.float32(255.0)).reshape(N, 1, OWN_SIDE, OWN_SIDE)
+    parts = [x[train_idx], labels[train_idx], x[test_idx], labels[test_idx]]
+    for part in parts:
+        part.flags.writeable = False
+    return Dataset(name, *parts, classes=len(names), label_names=names)
+
+
+def save_file(file: Any, images_uint8: np.ndarray, labels: np.ndarray, label_names: Sequence[str]) -> None:
+    """Write a dataset of one's own to ``file`` (a path or a binary file object) as a
+    compressed ``.npz`` that ``load_file`` reads back. Raises DatasetFileError (nothing
+    written) when the arrays are not a dataset."""
+    images, labels, names = check_arrays(images_uint8, labels, label_names)
+    np.savez_compressed(file, images=images, labels=labels,
+                        label_names=np.array(names, dtype=f"<U{max(len(n) for n in names)}"))
+
+
+def _read_member(zf: zipfile.ZipFile, member: str) -> np.ndarray:
+    """One .npy of the archive, its header read first: nothing is allocated for a shape the
+    member cannot hold, and no object array is ever unpickled."""
+    info = zf.getinfo(member)
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError("object arrays are not data")
+        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > info.file_size:
+            raise ValueError("the array is larger than its member")
+    with zf.open(info) as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+def read_file(file: Any) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The checked arrays of a dataset file written by ``save_file`` (a path, a binary file
+    object or bytes), never trusted: a zip of the three arrays expanding to at most
+    MAX_FILE_EXPANDED bytes, no pickled objects, every array checked (``check_arrays``).
+    Returns images uint8 (N, 28, 28), labels int64 (N,), label names, in the file's order.
+    Raises DatasetFileError (a ValueError) saying what is wrong."""
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        file = io.BytesIO(bytes(file))
+    elif isinstance(file, (str, os.PathLike)):
+        with open(file, "rb") as fh:
+            return read_file(io.BytesIO(fh.read()))
+    try:
+        with zipfile.ZipFile(file) as zf:
+            members = {info.filename: info for info in zf.infolist()}
+            if sum(info.file_size for info in members.values()) > MAX_FILE_EXPANDED:
+                raise DatasetFileError("too_big", f"the file expands to more than {MAX_FILE_EXPANDED} bytes")
+            missing = [a for a in FILE_ARRAYS if f"{a}.npy" not in members]
+            if missing:
+                raise DatasetFileError("missing", f"the file has no {', '.join(missing)}", names=", ".join(missing))
+            arrays = {a: _read_member(zf, f"{a}.npy") for a in FILE_ARRAYS}
+    except DatasetFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 (not a zip, damaged, pickled objects, a bad .npy: not a dataset file)
+        raise DatasetFileError("format", f"not a dataset file (.npz of images, labels, label_names): {e}") from None
+    if arrays["images"].dtype != np.uint8:
+        raise DatasetFileError("images", f"images must be uint8, not {arrays['images'].dtype}")
+    return check_arrays(arrays["images"], arrays["labels"], arrays["label_names"])
+
+
+def load_file(file: Any, name: str = "file") -> Dataset:
+    """A dataset of one's own read from ``file`` (see ``read_file``), split as ``from_arrays``
+    splits. Raises DatasetFileError (a ValueError) saying what is wrong."""
+    return from_arrays(name, *read_file(file))

@@ -6,6 +6,8 @@ JOB_JSON: {"dataset": "digits"|"mnist", "model": tiny_cnn's keyword arguments (w
 input_shape and classes), "optimizer": {"name": ..., hyperparameters}, "epochs",
 "batch_size", "seed", "lr_decay"}. The dataset's augmentation (core.train.DEFAULTS) applies to
 every run on it, default or not: it is part of how that dataset is shown to a network.
+A dataset of one's own comes as {"dataset": its id, "dataset_file": the path of its .npz
+(core.datasets.load_file), "augment": random_affine's keyword arguments or null}.
 
 MSG_FD is the write end of a pipe, used as a multiprocessing Connection (pickled tuples):
     ("start", {"n_train", "n_params"})
@@ -64,11 +66,21 @@ def final_metrics(model, dataset, batch_size=1000) -> dict:
     }
 
 
+def job_dataset(job: dict):
+    """The job's Dataset and its augmentation (train's ``augment``)."""
+    if job.get("dataset_file"):
+        augment = job.get("augment")
+        if augment and "scale" in augment:
+            augment = {**augment, "scale": tuple(augment["scale"])}
+        return datasets.load_file(job["dataset_file"], name=job["dataset"]), augment
+    return datasets.load(job["dataset"]), core_train.DEFAULTS[job["dataset"]]["augment"]
+
+
 def run(job: dict, conn: Connection, stop_fd: int) -> None:
     def should_stop() -> bool:
         return bool(select.select([stop_fd], [], [], 0)[0])
 
-    dataset = datasets.load(job["dataset"])
+    dataset, augment = job_dataset(job)
     model = tiny_cnn(input_shape=dataset.image_shape, classes=dataset.classes, **job["model"])
     optimizer = make_optimizer(**job["optimizer"])
     conn.send(("start", {"n_train": len(dataset.y_train), "n_params": model.n_params}))
@@ -77,7 +89,7 @@ def run(job: dict, conn: Connection, stop_fd: int) -> None:
     sent_records = sent_weights = time.monotonic()
     for progress in core_train.train(model, dataset, optimizer, epochs=job["epochs"], batch_size=job["batch_size"],
                                      seed=job["seed"], should_stop=should_stop, lr_decay=job["lr_decay"],
-                                     augment=core_train.DEFAULTS[job["dataset"]]["augment"]):
+                                     augment=augment):
         if progress.kind == "stopped":
             status = "stopped"
         pending.append(progress.to_dict())

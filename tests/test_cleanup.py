@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from cnnlab.app import cleanup
-from cnnlab.app.jobs import Job, JobNotFound, JobRunner, TrainSpec
+from cnnlab.app.jobs import Job, JobNotFound, JobRunner, TrainSpec, build_model
 from cnnlab.app.main import app
 from cnnlab.app.settings import Settings, get_settings
 
@@ -91,3 +92,55 @@ def test_the_running_app_sweeps_without_any_request(tmp_path):
             assert job.id not in runner._jobs, "the expired job is still kept"
     finally:
         app.dependency_overrides.clear()
+
+
+def _datasets(settings: Settings, n: int) -> list[str]:
+    """``n`` different small datasets stored in ``settings``' upload folder; their ids."""
+    from cnnlab.app.datasets import store_arrays
+
+    rng = np.random.default_rng(0)
+    return [store_arrays(settings, rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), np.array([0, 0, 1, 1]),
+                         ["a", "b"]) for _ in range(n)]
+
+
+def test_unused_datasets_expire_unless_a_job_still_uses_them(tmp_path):
+    from cnnlab.app.datasets import dataset_path
+
+    now = [0.0]
+    settings = Settings(upload_dir=tmp_path, upload_ttl_seconds=30, job_ttl_seconds=30)
+    runner = JobRunner(settings, clock=lambda: now[0])
+    stored_again, used, unused, fresh = _datasets(settings, 4)
+    job = Job("s", TrainSpec.model_validate({"dataset": used}, context={"settings": settings}), clock=runner._clock)
+    job.status, job.finished_mono = "done", runner._clock()
+    runner.add_finished(job)
+    assert runner.datasets_in_use() == {used}
+    foreign = dataset_path(settings, used).parent / "notes.npz"
+    foreign.write_bytes(b"x")
+    for path in (dataset_path(settings, used), dataset_path(settings, unused), dataset_path(settings, stored_again),
+                 foreign):
+        aged(path, 31)
+    assert _datasets(settings, 1) == [stored_again]  # the same drawings stored again: used again
+    assert cleanup.sweep_once(settings, runner) == cleanup.Swept(uploads=0, jobs=0, datasets=1)
+    left = {p.name for p in foreign.parent.iterdir()}
+    assert left == {f"{i}.npz" for i in (used, stored_again, fresh)} | {"notes.npz"}
+    now[0] += 31  # the job is forgotten: nothing uses its dataset any more
+    assert cleanup.sweep_once(settings, runner) == cleanup.Swept(uploads=0, jobs=1, datasets=1)
+    assert not dataset_path(settings, used).exists() and runner.datasets_in_use() == set()
+
+
+def test_the_shared_queue_names_the_datasets_of_every_processs_jobs(redis_url, tmp_path):
+    from cnnlab.app.jobs.shared import RedisJobQueue
+
+    settings = Settings(redis_url=redis_url, upload_dir=tmp_path)
+    queued, loaded, _unused = _datasets(settings, 3)  # the third: no job names it
+    one, other = RedisJobQueue(settings), RedisJobQueue(settings)
+    try:
+        one.submit("s", TrainSpec.model_validate({"dataset": queued}, context={"settings": settings}))  # no worker: queued
+        job = Job("s", TrainSpec.model_validate({"dataset": loaded}, context={"settings": settings}))
+        job.status, job.model = "done", build_model(job.spec)  # a loaded model
+        one.add_finished(job)
+        one.submit("t", TrainSpec.model_validate({"dataset": "digits"}))
+        assert other.datasets_in_use() == {queued, loaded}
+    finally:
+        one.shutdown()
+        other.shutdown()

@@ -77,6 +77,9 @@ class Room:
     locked: bool = False  # no new students (those seated stay)
     seats_made: int = 0
     host_streams: int = 0  # the assistant's open screens (kept in the room: shared by every process)
+    # The class's collection's ``seq`` (app/classroom/collect.py): changed by every change of
+    # the collection, so the class's event streams wake and send it.
+    collection_seq: int = 0
 
     @property
     def connected(self) -> int:

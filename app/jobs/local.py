@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 import cnnlab
+from cnnlab.app.datasets import is_dataset_id
 from cnnlab.app.i18n import N_, gettext
 from cnnlab.app.jobs.job import ACTIVE, FINISHED, Job, JobLimitError, JobNotFound
 from cnnlab.app.jobs.spec import TrainSpec, build_model, worker_job
@@ -109,6 +110,13 @@ class JobRunner:
             self._sweep()
             return sorted((j for j in self._jobs.values() if j.session == session), key=lambda j: j.created_mono)
 
+    def owner(self, job_id: str) -> str | None:
+        """The session owning ``job_id``; None for an unknown (or forgotten) job."""
+        with self._lock:
+            self._sweep()
+            job = self._jobs.get(job_id)
+            return job.session if job is not None else None
+
     def cancel(self, session: str, job_id: str) -> Job:
         """Stop the job: a running one stops before its next batch (its model stays usable), a
         queued one leaves the queue. Stopping a finished job changes nothing."""
@@ -142,6 +150,12 @@ class JobRunner:
             before = len(self._jobs)
             self._sweep()
             return before - len(self._jobs)
+
+    def datasets_in_use(self) -> set[str]:
+        """The stored datasets (ids) that the jobs kept here (unfinished or not yet forgotten) name."""
+        with self._lock:
+            self._sweep()
+            return {j.spec.dataset for j in self._jobs.values() if is_dataset_id(j.spec.dataset)}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every job and wait for the threads to end."""
@@ -273,7 +287,7 @@ class JobRunner:
         child_ends: tuple[int, ...] = (msg_w, stop_r)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cnnlab.core.train_worker", str(msg_w), str(stop_r), json.dumps(worker_job(spec))],
+                [sys.executable, "-m", "cnnlab.core.train_worker", str(msg_w), str(stop_r), json.dumps(worker_job(spec, self.settings))],
                 pass_fds=(msg_w, stop_r), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True, cwd=_PROJECT_ROOT, env=_WORKER_ENV)
             # Only the child keeps these ends: its exit (even a crash) then reads as EOF here.

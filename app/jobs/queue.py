@@ -3,6 +3,7 @@
     queue = make_queue(settings, app)     # app.state.jobs, made in the app's lifespan
     job = queue.submit(session, spec, address)
     queue.get(session, job.id) / queue.list(session) / queue.cancel(session, job.id)
+    queue.owner(job.id)                   # the session owning a job kept by id (a class's)
 
 Two implementations: ``LocalJobQueue`` (app/jobs/local.py; the default) trains in processes
 of this server; ``RedisJobQueue`` (app/jobs/shared.py), chosen when ``redis_url`` is set,
@@ -35,6 +36,10 @@ class JobQueue(Protocol):
     def list(self, session: str) -> list[Job]:
         """The session's jobs, oldest first."""
 
+    def owner(self, job_id: str) -> str | None:
+        """The session that owns job ``job_id``; None when there is no such job (or it expired).
+        For code that reaches another session's job by an id it keeps (a class's training)."""
+
     def cancel(self, session: str, job_id: str) -> Job:
         """Stop the job (a queued one leaves the queue); a finished one is left as it is."""
 
@@ -49,6 +54,10 @@ class JobQueue(Protocol):
 
     def sweep(self) -> int:
         """Forget expired finished jobs (app/cleanup.py); returns how many."""
+
+    def datasets_in_use(self) -> set[str]:
+        """The stored datasets (ids, app/datasets.py) that jobs still kept train on or were
+        trained on: app/cleanup.py leaves their files alone."""
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop what this process runs and release what it holds."""

@@ -33,6 +33,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
 from cnnlab.app import backend
+from cnnlab.app.datasets import is_dataset_id
 from cnnlab.app.i18n import N_, gettext
 from cnnlab.app.jobs import store
 from cnnlab.app.jobs.job import ACTIVE, FINISHED, Job, JobLimitError, JobNotFound
@@ -144,6 +145,10 @@ class RedisJobQueue:
                 self.r.zrem(store.session_jobs_key(session), job_id)
         return jobs
 
+    def owner(self, job_id: str) -> str | None:
+        """The session owning ``job_id`` (its hash's "session"); None for an unknown or expired job."""
+        return store.decode(self.r.hget(store.job_key(job_id), "session")) or None
+
     def cancel(self, session: str, job_id: str) -> Job:
         job = self.get(session, job_id)
         if job.status == "queued":
@@ -202,6 +207,26 @@ class RedisJobQueue:
             for job_id in gone:
                 self._mirrors.pop(job_id, None)
         return len(gone)
+
+    def datasets_in_use(self) -> set[str]:
+        """The stored datasets (ids) that the jobs kept in Valkey name, whichever process
+        submitted them (a job's hash lives until job_ttl_seconds after it finished)."""
+        keys = list(self.r.scan_iter(match=store.JOB + "*", count=1000, _type="hash"))
+        if not keys:
+            return set()
+        with self.r.pipeline(transaction=False) as p:
+            for key in keys:
+                p.hget(key, "spec")
+            specs = p.execute()
+        found = set()
+        for spec in specs:
+            try:
+                dataset = json.loads(spec).get("dataset") if spec else None
+            except (ValueError, AttributeError):
+                continue
+            if is_dataset_id(dataset):
+                found.add(dataset)
+        return found
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Jobs belong to the workers and outlive this process; only its threads end."""

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.app import datasets as app_datasets
+from cnnlab.app.errors import InputError
 from cnnlab.app.i18n import N_, gettext
 from cnnlab.app.jobs.job import Job, JobStateError, ModelFileError
-from cnnlab.app.jobs.spec import INPUT_SHAPES, TrainSpec, build_model
-from cnnlab.core import datasets
+from cnnlab.app.jobs.spec import INPUT_SHAPES, OWN_SHAPE, TrainSpec, build_model
 from cnnlab.core.losses import softmax
 from cnnlab.core.model import SPEC_KEY, Sequential
 from cnnlab.core.train_worker import filters_of, final_metrics
@@ -83,7 +84,7 @@ def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: 
     """Classify one image with the job's model (as trained so far).
 
     grid: see _grid_array; or test_index: an image of the dataset's test set.
-    Returns probabilities (10, summing to 1), label, the input (H×W in [0, 1]) and, with
+    Returns probabilities (one per class, summing to 1), label, the input (H×W in [0, 1]) and, with
     ``maps``, every layer's output (Flatten left out) as {"layer", "shape", "values"}.
     Raises JobStateError when the job has no model yet, ValueError for a bad grid or index.
     """
@@ -93,7 +94,7 @@ def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: 
     shape = tuple(model.input_shape)
     true_label = None
     if test_index is not None:
-        dataset = datasets.load(job.spec.dataset)
+        dataset = app_datasets.known_dataset(job.spec.dataset)  # an InputError 404 when it is gone
         if not 0 <= test_index < len(dataset.y_test):
             raise ValueError(gettext("The test image number must be between 0 and %(last)s.")
                              % {"last": len(dataset.y_test) - 1})
@@ -149,12 +150,14 @@ def _bad_file(detail: str | None = None) -> ModelFileError:
     return ModelFileError(f"{message} {detail}" if detail else message)
 
 
-def load_npz(session: str, data: bytes, *, max_bytes: int | None = None) -> Job:
+def load_npz(session: str, data: bytes, *, max_bytes: int | None = None, settings: Any = None) -> Job:
     """A finished ("done") job holding the model in ``data`` (from export_npz).
 
     The file is never trusted: its architecture must be one this lab can train (checked as a
     TrainSpec before anything is built), the model is rebuilt by tiny_cnn and must have the
-    same layers, and every parameter must have the right shape and be finite.
+    same layers, and every parameter must have the right shape and be finite. A model of a
+    dataset of one's own (its TrainSpec names a stored dataset's id) loads when that dataset
+    is on this server (looked up in ``settings``' upload folder): its K labels from the file.
     Raises ModelFileError with a translated message.
     """
     if max_bytes is not None and len(data) > max_bytes:
@@ -173,7 +176,7 @@ def load_npz(session: str, data: bytes, *, max_bytes: int | None = None) -> Job:
                 raise _bad_file()
             arch = json.loads(str(npz[SPEC_KEY]))
             saved_spec = json.loads(str(npz[TRAINSPEC_KEY])) if TRAINSPEC_KEY in files else {}
-            spec = _spec_from_file(arch, saved_spec)
+            spec = _spec_from_file(arch, saved_spec, settings)
             model = build_model(spec)
             if model.spec()["layers"] != arch.get("layers"):
                 raise _bad_file()
@@ -197,22 +200,36 @@ def load_npz(session: str, data: bytes, *, max_bytes: int | None = None) -> Job:
     job.started_mono = job.finished_mono = time.monotonic()
     job._message = (N_("Loaded from a file."), {})
     job.metrics["n_params"] = model.n_params
-    job.metrics.update(final_metrics(model, datasets.load(spec.dataset), batch_size=LOAD_EVAL_BATCH))
+    dataset = app_datasets.known_dataset(spec.dataset, settings)  # checked above: it is there
+    job.metrics.update(final_metrics(model, dataset, batch_size=LOAD_EVAL_BATCH))
     job.filters = filters_of(model)
     return job
 
 
-def _spec_from_file(arch: dict, saved: dict) -> TrainSpec:
+def _spec_from_file(arch: dict, saved: dict, settings: Any = None) -> TrainSpec:
     config = arch.get("config") or {}
     shape = tuple(config.get("input_shape") or arch.get("input_shape") or ())
-    dataset = next((name for name, s in INPUT_SHAPES.items() if s == shape), None)
-    if dataset is None or config.get("classes", 10) != 10:
-        raise _bad_file(gettext("Its model is not for 8×8 digits or 28×28 MNIST images."))
+    saved = saved if isinstance(saved, dict) else {}
+    own = saved.get("dataset")
+    if app_datasets.is_dataset_id(own):  # trained on a dataset of one's own: K labels, from its file
+        try:
+            classes = app_datasets.dataset_classes(own, settings)
+        except InputError:
+            raise ModelFileError(gettext("This model was trained on a dataset that is not on this server: load "
+                                         "that dataset's file first, then the model.")) from None
+        if shape != OWN_SHAPE or config.get("classes") != classes:
+            raise _bad_file(gettext("Its model is not for the 28×28 drawings of its dataset's %(n)s labels.")
+                            % {"n": classes})
+        dataset = own
+    else:
+        dataset = next((name for name, s in INPUT_SHAPES.items() if s == shape), None)
+        if dataset is None or config.get("classes", 10) != 10:
+            raise _bad_file(gettext("Its model is not for 8×8 digits or 28×28 MNIST images."))
     fields = {key: config[key] for key in ("filters", "kernel", "padding", "pool", "pool_size", "hidden",
                                            "activation", "seed") if key in config}
     extra = {key: value for key, value in (saved if isinstance(saved, dict) else {}).items()
              if key in TrainSpec.model_fields and key not in fields and key != "dataset"}
     try:
-        return TrainSpec.model_validate({**extra, **fields, "dataset": dataset})
+        return TrainSpec.model_validate({**extra, **fields, "dataset": dataset}, context={"settings": settings})
     except Exception:
         raise _bad_file(gettext("Its architecture is outside this lab's limits.")) from None

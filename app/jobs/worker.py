@@ -43,10 +43,9 @@ from cnnlab.app.jobs.local import seconds_text
 from cnnlab.app.jobs.spec import TrainSpec, build_model, worker_job
 from cnnlab.app.settings import Settings
 from cnnlab.app.supervise import die_with_parent, exit_reason
-from cnnlab.core import datasets
 from cnnlab.core import train as core_train
 from cnnlab.core.optim import make_optimizer
-from cnnlab.core.train_worker import filters_of, final_metrics, lower_priority
+from cnnlab.core.train_worker import filters_of, final_metrics, job_dataset, lower_priority
 
 __all__ = ["main", "train", "on_stopped"]
 
@@ -171,8 +170,8 @@ class Training:
         return self.stopping
 
     def _train(self) -> tuple[str, Job, Any]:
-        spec, plan = self.spec, worker_job(self.spec)
-        dataset = datasets.load(spec.dataset)
+        spec, plan = self.spec, worker_job(self.spec, Settings())  # a dataset of one's own: in the shared upload folder
+        dataset, augment = job_dataset(plan)
         model = build_model(spec)
         optimizer = make_optimizer(**plan["optimizer"])
         job = Job(self.session, spec, job_id=self.id)  # keeps the curve as the in-process queue does
@@ -184,7 +183,7 @@ class Training:
         for progress in core_train.train(model, dataset, optimizer, epochs=plan["epochs"],
                                          batch_size=plan["batch_size"], seed=plan["seed"],
                                          should_stop=self.should_stop, lr_decay=plan["lr_decay"],
-                                         augment=core_train.DEFAULTS[spec.dataset]["augment"]):
+                                         augment=augment):
             if progress.kind == "stopped":
                 status = "stopped"
             job._record(progress.to_dict())

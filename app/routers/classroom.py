@@ -4,7 +4,8 @@ Pages: ``/class`` (join with a code, or start a class), ``/class/{code}`` (a stu
 the assistant), ``/class/{code}/present`` (the assistant's projector page: code and QR code),
 ``/class/{code}/bar`` (the class bar that static/js/classroom.js puts on every lesson page of
 a browser in a class), ``/class/{code}/qr.svg`` and ``/class/{code}/events`` (server-sent
-events: ``stepper``, ``view``, ``count``, ``seated``, ``seats``, ``panel``, ``closed``).
+events: ``stepper``, ``view``, ``count``, ``seated``, ``seats``, ``panel``, ``collection``, ``closed``).
+The class's own dataset (issue 15) has its routes in app/routers/collection.py.
 
 API (every change of a class; the pages' buttons post here and the result comes back to
 every screen through the event stream): ``/api/class/{code}`` and ``…/view``,
@@ -48,6 +49,7 @@ from cnnlab.app.classroom import (
     store_for,
     update_class,
 )
+from cnnlab.app.classroom.collection_store import collection_store_for
 from cnnlab.app.errors import InputError
 from cnnlab.app.eventstream import HEARTBEAT_SECONDS, Event, event_stream
 from cnnlab.app.i18n import gettext as _
@@ -252,6 +254,10 @@ def _changes(request: Request, room: Room, host: bool, sid: str | None, sent: di
     if sent.get("panel", ()) != key:
         sent["panel"] = key
         out.append(("panel", render_text(request, "_class_panel.html", {"p": panel_context(room, host, sid)})))
+    # The class's own dataset (app/routers/collection.py, which imports this module).
+    from cnnlab.app.routers.collection import collection_events
+
+    out.extend(collection_events(request, room, host, sid, sent))
     return out
 
 
@@ -326,10 +332,13 @@ async def class_follow(code: str, request: Request) -> Response:
 @router.get("/class/{code}/present", name="class_present", response_class=HTMLResponse, responses=PAGE_ERRORS)
 async def class_present(code: str, request: Request) -> HTMLResponse:
     """The assistant's projector page: the code, big, a QR code of the join address, and the lesson."""
+    from cnnlab.app.routers.collection import collection_context
+
     room = _host_room(request, code)
     return render(request, "class_present.html", {**bar_context(request, room, True, False, present=True),
                                                   "follow_url": join_url(request, room.code),
-                                                  "views": _views(request)}, fragment=None)
+                                                  "views": _views(request),
+                                                  **collection_context(request, room)}, fragment=None)
 
 
 @router.get("/class/{code}/bar", name="class_bar", response_class=HTMLResponse, responses=PAGE_ERRORS)
@@ -360,11 +369,14 @@ async def class_qr(code: str, request: Request) -> Response:
                        403: PAGE_ERRORS[403], 429: {"description": "too many event streams open"}})
 async def class_events(code: str, request: Request) -> StreamingResponse:
     """Server-sent events of one class for this screen: ``view`` (students: the path to show;
-    a stepper view is preceded by ``stepper``: the path, a newline, its stepper fragment),
+    a stepper view is preceded by ``stepper``: the path, a newline, its stepper fragment;
+    the newest one: a stream sends the class as it is when it wakes, so a view replaced
+    before then is skipped, never replayed — a phone shows what the projector shows),
     ``count`` (the assistant: students connected), ``seated`` and ``seats`` (the assistant:
     seats held, and the seats panel as HTML), ``panel`` (the quick question, as HTML),
-    ``closed`` (the class ended, or does not exist: a screen left open across a restart of
-    the server is told so, and its stream ends; also when the server stops)."""
+    ``collection`` (the class's own dataset, JSON: app/routers/collection.py), ``closed``
+    (the class ended, or does not exist: a screen left open across a restart of the server
+    is told so, and its stream ends; also when the server stops)."""
     code = normalise_code(code)
     room = _find(request, code)
     host = room is not None and is_host(request, room)
@@ -562,6 +574,7 @@ async def api_end(code: str, request: Request) -> Response:
     """End the class (assistant only): every screen is told, and the code stops working."""
     room = _host_room(request, code)
     store_for(request).delete(room.code)
+    collection_store_for(request).delete(room.code)  # its drawings end with it
     response = Response(status_code=204)
     response.delete_cookie(host_cookie(room.code), path="/")
     return response

@@ -12,10 +12,11 @@ import json
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from cnnlab.app import datasets as app_datasets
 from cnnlab.app.api_schema import api_errors
 from cnnlab.app.budget import model_file_limit
 from cnnlab.app.errors import InputError
@@ -35,6 +36,7 @@ from cnnlab.app.jobs import (
 )
 from cnnlab.app.ratelimit import address_key, limit
 from cnnlab.app.session import session_id
+from cnnlab.app.settings import Settings, get_settings, settings_for
 
 router = APIRouter(prefix="/api/train", tags=["train"])
 
@@ -46,7 +48,7 @@ POLL_SECONDS = 0.1
 ERRORS = api_errors(404, 422, descriptions={404: "no such job in this browser session"})
 # Starting one: too many trainings (this session's rate, or the server's queue is full);
 # loading one: a file that is not a model of this lab; using one: no model yet (409).
-START_ERRORS = api_errors(400, 422, 429)
+START_ERRORS = api_errors(400, 404, 422, 429)
 LOAD_ERRORS = api_errors(400, 422, 429)
 USE_ERRORS = api_errors(400, 404, 409, 422)
 
@@ -73,7 +75,7 @@ class JobView(BaseModel):
     metrics: dict[str, Any] = Field(description=(
         "so far: epoch, epochs, batch, batches_per_epoch, step, loss, epoch_loss, train_accuracy, "
         "test_accuracy and test_loss (after an epoch), elapsed (s), eta (s), progress (0..1), images, "
-        "images_per_second, n_params; at the end also confusion (10×10, rows = true class) and misclassified "
+        "images_per_second, n_params; at the end also confusion (K×K, K = 10 for the digits; rows = true class) and misclassified "
         "(test indices with label and predicted)"))
     queue_position: int | None
     error: str | None = Field(description="why it failed, when status is failed")
@@ -92,8 +94,11 @@ class JobList(BaseModel):
 
 
 @router.post("", status_code=201, response_model=JobCreated, responses=START_ERRORS)
-def start(spec: TrainSpec, request: Request) -> JobCreated:
-    """Start training ``spec`` (``{"dataset": "digits"}`` alone trains the default model)."""
+def start(spec: TrainSpec, request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> JobCreated:
+    """Start training ``spec`` (``{"dataset": "digits"}`` alone trains the default model;
+    ``{"dataset": id}`` a dataset of one's own stored with POST /api/datasets)."""
+    if app_datasets.is_dataset_id(spec.dataset):  # in this server's upload folder (404 when missing), K classes
+        spec = spec.model_copy(update={"classes": app_datasets.dataset_classes(spec.dataset, settings)})
     limit(request, "trainings")
     job = runner_for(request).submit(session_id(request), spec, address_key(request))
     return JobCreated(id=job.id, status=job.status, queue_position=job.queue_position)
@@ -113,8 +118,10 @@ async def load(request: Request, file: Annotated[UploadFile, File(description="a
     limit(request, "uploads")
     cap = model_file_limit()  # the largest model the training form allows
     data = await file.read(cap + 1)
+    settings = settings_for(request.app)
     try:
-        job = await anyio.to_thread.run_sync(lambda: load_npz(session_id(request), data, max_bytes=cap))
+        job = await anyio.to_thread.run_sync(lambda: load_npz(session_id(request), data, max_bytes=cap,
+                                                              settings=settings))
     except JobError as e:
         raise InputError(e.message, status_code=e.status_code, field="file") from None
     runner_for(request).add_finished(job)
@@ -220,7 +227,7 @@ class LayerOutput(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    probabilities: list[float] = Field(description="10 numbers summing to 1")
+    probabilities: list[float] = Field(description="one number per class (10 for the digits), summing to 1")
     label: int = Field(description="the most probable class")
     input: list = Field(description="the image as the model saw it, H×W in 0..1")
     true_label: int | None = Field(None, description="with test_index: the right answer")

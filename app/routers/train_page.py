@@ -18,6 +18,9 @@ Routes (HTML; the JSON twins live in ``app/routers/train_api.py``):
 - ``POST /train/jobs/{id}/predict``: a drawn grid or a test image → probabilities and
   feature maps.
 - ``POST /train/load``: an uploaded ``.npz`` becomes a (finished) run to use.
+- ``POST /train/dataset``: an uploaded dataset ``.npz`` (app/datasets.py) is stored and
+  opens ``/train?dataset=<id>``: the page names it and trains it; its label names replace
+  the digits in the predictions, the confusion matrix and the misclassified list.
 
 A job belongs to the browser session that started it; any other session gets a 404.
 """
@@ -40,6 +43,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
+from cnnlab.app import datasets as app_datasets
 from cnnlab.app import i18n, numbers
 from cnnlab.app import jobs as jobs_module
 from cnnlab.app.api_schema import page_errors, redirect
@@ -54,8 +58,9 @@ from cnnlab.app.lesson import nav_context
 from cnnlab.app.ratelimit import address_key, limit
 from cnnlab.app.routers.train_live import shared_render
 from cnnlab.app.session import session_id
+from cnnlab.app.settings import Settings, settings_for
 from cnnlab.app.templating import base_context, env, render, render_text, request_locale, wants_fragment
-from cnnlab.core import datasets, numfmt
+from cnnlab.core import numfmt
 
 router = APIRouter(tags=["train"])
 
@@ -125,10 +130,20 @@ class Setup:
     (field → translated message), ``changed`` (the fields that differ from the defaults:
     the canonical URL carries only those)."""
 
-    def __init__(self, params: Mapping[str, str]) -> None:
+    def __init__(self, params: Mapping[str, str], settings: Settings | None = None) -> None:
         dataset = params.get("dataset", "digits")
         self.errors: dict[str, str] = {}
-        if dataset not in DATASETS:
+        self.settings = settings
+        self.own: dict[str, Any] | None = None  # a dataset of one's own: its summary
+        if app_datasets.is_dataset_id(dataset):
+            try:
+                self.own = app_datasets.dataset_summary(settings, dataset) if settings is not None else None
+            except InputError as exc:
+                self.errors["dataset"] = exc.message
+                dataset = "digits"
+            if settings is None:
+                dataset = "digits"
+        elif dataset not in DATASETS:
             self.errors["dataset"] = _("Unknown dataset “%(name)s”: choose 8×8 digits or MNIST.") % {"name": dataset[:40]}
             dataset = "digits"
         self.base = defaults(dataset)
@@ -160,7 +175,7 @@ class Setup:
         self.dataset = dataset
         self.spec = None
         if not self.errors:
-            self.spec = spec_or_errors(values, self.errors)
+            self.spec = spec_or_errors(values, self.errors, settings)
         self.model = jobs_module.build_model(self.spec) if self.spec is not None else None
         self.changed = {k: v for k, v in values.items() if k == "dataset" or v != self.base[k]}
 
@@ -178,10 +193,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def spec_or_errors(values: Mapping[str, Any], errors: dict[str, str]):
+def spec_or_errors(values: Mapping[str, Any], errors: dict[str, str], settings: Settings | None = None):
     """A jobs.TrainSpec for the form's values, or None with ``errors`` filled (translated)."""
     try:
-        return jobs_module.TrainSpec(**spec_fields(values))
+        return jobs_module.TrainSpec.model_validate(spec_fields(values), context={"settings": settings})
     except ValidationError as exc:
         for err in exc.errors():
             if err.get("loc"):
@@ -248,19 +263,38 @@ def shown_layer_labels(model) -> list[str]:
     return [layer_label(layer.spec()) for layer in model.layers if type(layer).__name__ != "Flatten"]
 
 
+def own_dataset_label(summary: Mapping[str, Any]) -> str:
+    """"Your dataset: 3 labels (circle, cross, line), 120 images"."""
+    return _("Your dataset: %(n)s labels (%(names)s), %(images)s images") % {
+        "n": len(summary["labels"]), "names": ", ".join(summary["labels"]), "images": numbers.count(summary["images"])}
+
+
+def dataset_label(dataset: str, summary: Mapping[str, Any] | None = None) -> str:
+    if summary is not None:
+        return own_dataset_label(summary)
+    if dataset in DATASETS:
+        return _(DATASETS[dataset])
+    return _("Your dataset")
+
+
 def setup_context(setup: Setup) -> dict[str, Any]:
     v = setup.values
     field_bounds = {name: bounds(name) for name in INT_FIELDS + FLOAT_FIELDS}
+    choices = {name: [(value, _(label)) for value, label in options.items()]
+               for name, options in CHOICE_FIELDS.items()}
+    if setup.own is not None:
+        choices["dataset"].append((setup.dataset, own_dataset_label(setup.own)))
     return {
         "setup": setup,
         "v": v,
         "errors": setup.errors,
         "bounds": field_bounds,
         "labels": {k: _(label) for k, label in FIELD_LABELS.items()},
-        "choices": {name: [(value, _(label)) for value, label in options.items()]
-                    for name, options in CHOICE_FIELDS.items()},
+        "choices": choices,
         "summary": summary_rows(setup.model) if setup.model is not None else [],
-        "setup_dataset": _(DATASETS[setup.dataset]),
+        "setup_dataset": dataset_label(setup.dataset, setup.own),
+        "own_dataset": setup.own,
+        "dataset_problem": None,
         "setup_layers": [layer_label(layer.spec()) for layer in setup.model.layers] if setup.model is not None else [],
         "setup_label": run_label(v),
         "input_shape": "×".join(str(d) for d in datasets_shape(setup.dataset)),
@@ -475,10 +509,31 @@ def progress_context(job, view: View) -> dict[str, Any]:
             "left": None, "elapsed": None, "loss": None}
 
 
-def confusion_context(confusion: Any) -> dict[str, Any] | None:
+def label_names(request: Request | None, dataset: str) -> list[str]:
+    """What each class of ``dataset`` is called: the digits, or a dataset's own label names."""
+    if not app_datasets.is_dataset_id(dataset):
+        return [str(d) for d in range(10)]
+    found = dataset_of(request, dataset)
+    return list(found.label_names) if found is not None else []
+
+
+def dataset_of(request: Request | None, dataset: str):
+    """The core Dataset ``dataset``, or None when a dataset of one's own is gone."""
+    try:
+        return app_datasets.known_dataset(dataset, settings_for(request.app) if request is not None else None)
+    except InputError:
+        return None
+
+
+def _name(names: list[str], k: int) -> str:
+    return names[k] if 0 <= k < len(names) else str(k)
+
+
+def confusion_context(confusion: Any, names: list[str] | None = None) -> dict[str, Any] | None:
     if confusion is None:
         return None
     m = np.asarray(confusion, dtype=np.int64)
+    names = names or [str(k) for k in range(m.shape[0])]
     rows = []
     for t in range(m.shape[0]):
         row_total = int(m[t].sum()) or 1
@@ -487,18 +542,25 @@ def confusion_context(confusion: Any) -> dict[str, Any] | None:
             n = int(m[t, p])
             level = 0 if n == 0 else min(5, 1 + int(5 * n / row_total))
             cells.append({"n": n, "cls": ("cm-hit" if t == p else "cm-miss") + f" cm{level}", "diag": t == p})
-        rows.append({"label": t, "cells": cells, "total": int(m[t].sum())})
-    return {"rows": rows, "total": int(m.sum()), "right": int(np.trace(m)), "classes": list(range(m.shape[1]))}
+        rows.append({"label": _name(names, t), "cells": cells, "total": int(m[t].sum())})
+    return {"rows": rows, "total": int(m.sum()), "right": int(np.trace(m)),
+            "classes": [_name(names, c) for c in range(m.shape[1])]}
 
 
-def misclassified_context(dataset_name: str, items: Any) -> list[dict[str, Any]]:
+def misclassified_context(request: Request | None, dataset_name: str, items: Any) -> list[dict[str, Any]]:
     if not items:
         return []
-    data = datasets.load(dataset_name)
+    data = dataset_of(request, dataset_name)
+    if data is None:
+        return []
+    names = list(data.label_names)
     out = []
     for item in list(items)[:MAX_MISCLASSIFIED]:
         index = int(item["index"])
-        out.append({"index": index, "true": int(item["label"]), "predicted": int(item["predicted"]),
+        if not 0 <= index < len(data.y_test):
+            continue
+        out.append({"index": index, "true": _name(names, int(item["label"])),
+                    "predicted": _name(names, int(item["predicted"])),
                     "src": png_data_uri(data.x_test[index, 0], False)})
     return out
 
@@ -550,8 +612,11 @@ def live_context(request: Request, job, upto: int | None = None) -> dict[str, An
         "test_accuracy": _percent(metrics.get("test_accuracy")),
         "train_accuracy": _percent(metrics.get("train_accuracy")),
         "images_per_second": metrics.get("images_per_second"),
-        "confusion": confusion_context(metrics.get("confusion")) if finished else None,
-        "misclassified": misclassified_context(spec_value(job.spec, "dataset"), metrics.get("misclassified")) if finished else [],
+        "confusion": (confusion_context(metrics.get("confusion"), label_names(request, spec_value(job.spec, "dataset")))
+                      if finished else None),
+        "misclassified": (misclassified_context(request, spec_value(job.spec, "dataset"), metrics.get("misclassified"))
+                          if finished else []),
+        "own": app_datasets.is_dataset_id(spec_value(job.spec, "dataset")),
         "queue_position": getattr(job, "queue_position", None),
         "error": job.error if finished else None,
     }
@@ -560,10 +625,17 @@ def live_context(request: Request, job, upto: int | None = None) -> dict[str, An
 
 def run_context(request: Request, job, upto: int | None = None) -> dict[str, Any]:
     dataset = spec_value(job.spec, "dataset")
-    test_size = datasets.load(dataset).x_test.shape[0]
+    data = dataset_of(request, dataset)
+    test_size = data.x_test.shape[0] if data is not None else 0
+    summary = None
+    if app_datasets.is_dataset_id(dataset):
+        try:
+            summary = app_datasets.dataset_summary(settings_for(request.app), dataset)
+        except InputError:
+            summary = None
     ctx = live_context(request, job, upto)
     ctx.update({"run_label": run_label(job.spec), "grid": datasets_shape(dataset)[1], "test_size": test_size,
-                "dataset_label": _(DATASETS[dataset])})
+                "dataset_label": dataset_label(dataset, summary)})
     return ctx
 
 
@@ -594,7 +666,7 @@ def train_page(request: Request) -> Response:
     ``activation`` = ``relu`` | ``sigmoid`` | ``tanh`` | ``leaky_relu``, ``optimizer`` =
     ``sgd`` | ``momentum`` | ``adam``, ``lr``, ``momentum``, ``beta1``, ``beta2``,
     ``batch_size``, ``epochs``, ``seed``. Bad values are shown next to their field."""
-    setup = Setup(request.query_params)
+    setup = Setup(request.query_params, settings_for(request.app))
     target = request.headers.get("hx-target")
     headers = {}
     if wants_fragment(request):
@@ -613,7 +685,7 @@ def train_page(request: Request) -> Response:
 async def train_start(request: Request) -> Response:
     """Start a run from the setup form (same fields as ``GET /train``); answers with the run panel."""
     form = await request.form()
-    setup = Setup({k: v for k, v in form.items() if isinstance(v, str)})
+    setup = Setup({k: v for k, v in form.items() if isinstance(v, str)}, settings_for(request.app))
     title = _("The training did not start")
     if not setup.ok or setup.spec is None:
         return _problem(request, title, list(setup.errors.values()), page_status(request, True))
@@ -634,7 +706,7 @@ def _problem(request: Request, title: str, problems: list[str], status_code: int
 
 
 def _render_run(request: Request, job, upto: int | None = None) -> Response:
-    setup = Setup(setup_params(job.spec))
+    setup = Setup(setup_params(job.spec), settings_for(request.app))
     return render(request, "train.html", page_context(request, setup, job, upto), fragment="run",
                   headers={"HX-Push-Url": f"/train/jobs/{job.id}"})
 
@@ -779,12 +851,15 @@ def map_pictures(layer: Mapping[str, Any]) -> list[str]:
     return [png_data_uri(channel, diverging, scale) for channel in values]
 
 
-def prediction_context(result: Mapping[str, Any], dataset: str, labels: list[str]) -> dict[str, Any]:
-    """``labels``: the shown layers' names (shown_layer_labels), in the order of result["layers"]."""
+def prediction_context(result: Mapping[str, Any], dataset: str, labels: list[str],
+                       names: list[str] | None = None) -> dict[str, Any]:
+    """``labels``: the shown layers' names (shown_layer_labels), in the order of result["layers"];
+    ``names``: what each class is called (the digits when None)."""
     probabilities = [float(p) for p in result["probabilities"]]
     label = int(result["label"])
-    bars = [{"digit": d, "p": p, "percent": numbers.pct(p), "width": max(0.0, min(100.0, 100 * p)),
-             "top": d == label} for d, p in enumerate(probabilities)]
+    names = names or [str(d) for d in range(len(probabilities))]
+    bars = [{"digit": d, "name": _name(names, d), "p": p, "percent": numbers.pct(p),
+             "width": max(0.0, min(100.0, 100 * p)), "top": d == label} for d, p in enumerate(probabilities)]
     maps = []
     # the last layer's output is the scores: the bars show them
     for layer, name in zip(result.get("layers", [])[:-1], labels):
@@ -793,9 +868,11 @@ def prediction_context(result: Mapping[str, Any], dataset: str, labels: list[str
             continue
         maps.append({"layer": name, "shape": "×".join(str(d) for d in layer["shape"]),
                      "pictures": map_pictures(layer), "ranges": map_ranges(layer)})
-    return {"bars": bars, "label": label, "true_label": result.get("true_label"),
+    true_label = result.get("true_label")
+    return {"bars": bars, "label": label, "label_name": _name(names, label), "true_label": true_label,
+            "true_name": _name(names, int(true_label)) if true_label is not None else None,
             "input": png_data_uri(np.asarray(result["input"]), False), "maps": maps,
-            "test_index": result.get("test_index")}
+            "test_index": result.get("test_index"), "own": app_datasets.is_dataset_id(dataset)}
 
 
 @router.post("/train/jobs/{job_id}/predict", name="train_predict", response_class=HTMLResponse,
@@ -822,7 +899,8 @@ async def train_predict(request: Request, job_id: str) -> Response:
             result = jobs_module.predict(job, grid, test_index=test_index)  # a JobError answers itself
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        ctx = prediction_context({**result, "test_index": test_index}, dataset, shown_layer_labels(job.model))
+        ctx = prediction_context({**result, "test_index": test_index}, dataset, shown_layer_labels(job.model),
+                                 label_names(request, dataset))
         return render(request, "_train_prediction.html", ctx, fragment=None)
 
     return await run_in_threadpool(make)
@@ -844,10 +922,34 @@ async def train_load(request: Request) -> Response:
     cap = model_file_limit()  # the same cap as /api/train/load
     data = await upload.read(cap + 1)
     try:
-        job = await run_in_threadpool(jobs_module.load_npz, session_id(request), data, max_bytes=cap)
+        job = await run_in_threadpool(jobs_module.load_npz, session_id(request), data, max_bytes=cap,
+                                      settings=settings_for(request.app))
     except jobs_module.JobError as exc:
         return _problem(request, title, [exc.message])
     runner(request).add_finished(job)
     if not wants_fragment(request):
         return Response(status_code=303, headers={"location": f"/train/jobs/{job.id}"})
     return await run_in_threadpool(_render_run, request, job)
+
+
+@router.post("/train/dataset", name="train_dataset", response_class=HTMLResponse,
+             responses={303: {"description": "stored: `/train?dataset=<id>` (`Location`)"}, **page_errors(400, 413, 422, 429)})
+async def train_dataset(request: Request) -> Response:
+    """A dataset ``.npz`` (``file``: images, labels, label_names; see app/datasets.py) is
+    checked and stored, then ``/train?dataset=<id>`` trains it. A refused file: the page
+    again, saying why next to the form."""
+    settings = settings_for(request.app)
+    try:
+        limit(request, "uploads")  # before the body is read
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str) or not (upload.filename or upload.size):
+            raise InputError(_("Choose a dataset file (.npz) first."), field="file")
+        data = await upload.read(app_datasets.MAX_DATASET_BYTES + 1)
+        dataset_id = await run_in_threadpool(app_datasets.store_dataset, settings, data)
+    except InputError as exc:
+        setup = Setup({}, settings)
+        ctx = page_context(request, setup)
+        ctx.update({"dataset_problem": exc.message, "settings_open": True})
+        return render(request, "train.html", ctx, status_code=page_status(request, True, exc.status_code))
+    return Response(status_code=303, headers={"location": "/train?" + urlencode({"dataset": dataset_id})})

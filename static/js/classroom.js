@@ -54,7 +54,9 @@
       return;
     }
     var url = window.location.pathname + window.location.search;
-    if (url === reported) {
+    // A /train run (/train/jobs/<id>, the collection's "Watch it learn" too) is this browser's
+    // own, not a lesson page the class can be shown (the server would refuse it with a 422).
+    if (url === reported || window.location.pathname.indexOf("/train/jobs/") === 0) {
       return;
     }
     reported = url;

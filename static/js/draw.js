@@ -5,7 +5,8 @@
  * stroke ends, the path is drawn again into the grid the network reads, the way its dataset
  * was made (toGrid below), and the grid is written into the hidden input as comma-separated
  * numbers from 0 (paper) to 1 (ink), row by row, and the form is submitted (htmx posts it
- * and swaps in the probabilities). Drawing the path again, rather than shrinking the pad's
+ * and swaps in the probabilities; with data-draw-submit="manual", only Enter or the form's
+ * own button sends it). Drawing the path again, rather than shrinking the pad's
  * pixels, gives every drawing the dataset's stroke width, however small or large it was
  * drawn and however thick the pad's pen looks.
  *
@@ -197,13 +198,19 @@
       last = p;
     });
 
-    function finish() {
+    // data-draw-submit="manual": a stroke's end only writes the grid; the form is sent by its
+    // own button (the class's collection pad, static/js/collection.js), or by Enter.
+    var manual = canvas.dataset.drawSubmit === "manual";
+
+    function finish(send) {
       if (!drawing) return;
       drawing = false;
       var values = toGrid(segments, grid);
       if (values) {
         input.value = values.join(",");
-        form.requestSubmit();
+        if (!manual || send === true) {
+          form.requestSubmit();
+        }
       }
     }
     canvas.addEventListener("pointerup", finish);
@@ -259,7 +266,7 @@
       } else if (event.key === "Enter") {
         event.preventDefault();
         drawing = true;
-        finish();
+        finish(true);
       }
     });
     canvas.addEventListener("focus", showPen);
