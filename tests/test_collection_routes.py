@@ -23,7 +23,7 @@ from PIL import Image
 from cnnlab.app.classroom import CODE_ALPHABET, CODE_LENGTH, collect, store_for
 from cnnlab.app.classroom import collection_use as use
 from cnnlab.app.main import app as cnnlab_app
-from cnnlab.app.routers.collection import FIRST_THUMBNAILS, collection_events
+from cnnlab.app.classroom.collection_view import FIRST_THUMBNAILS, collection_events
 from cnnlab.app.settings import Settings, get_settings
 from cnnlab.core.datasets import load_file
 

@@ -50,6 +50,7 @@ from cnnlab.app.classroom import (
     update_class,
 )
 from cnnlab.app.classroom.collection_store import collection_store_for
+from cnnlab.app.classroom.collection_view import collection_context, collection_events
 from cnnlab.app.errors import InputError
 from cnnlab.app.eventstream import HEARTBEAT_SECONDS, Event, event_stream
 from cnnlab.app.i18n import gettext as _
@@ -254,9 +255,7 @@ def _changes(request: Request, room: Room, host: bool, sid: str | None, sent: di
     if sent.get("panel", ()) != key:
         sent["panel"] = key
         out.append(("panel", render_text(request, "_class_panel.html", {"p": panel_context(room, host, sid)})))
-    # The class's own dataset (app/routers/collection.py, which imports this module).
-    from cnnlab.app.routers.collection import collection_events
-
+    # The class's own dataset (app/classroom/collection_view.py).
     out.extend(collection_events(request, room, host, sid, sent))
     return out
 
@@ -332,8 +331,6 @@ async def class_follow(code: str, request: Request) -> Response:
 @router.get("/class/{code}/present", name="class_present", response_class=HTMLResponse, responses=PAGE_ERRORS)
 async def class_present(code: str, request: Request) -> HTMLResponse:
     """The assistant's projector page: the code, big, a QR code of the join address, and the lesson."""
-    from cnnlab.app.routers.collection import collection_context
-
     room = _host_room(request, code)
     return render(request, "class_present.html", {**bar_context(request, room, True, False, present=True),
                                                   "follow_url": join_url(request, room.code),

@@ -1,5 +1,6 @@
-"""The class builds its own dataset (issue 15): the routes of a class's collection, the
-``collection`` event of the class stream, and what the collection's pages show.
+"""The class builds its own dataset (issue 15): the routes of a class's collection. What its
+screens show (the states, the class stream's ``collection`` event, the projector panel's
+context, the thumbnails) is built in app/classroom/collection_view.py.
 
 Who may do what: the assistant (``is_host``: the class's secret cookie) opens, closes and
 trains a collection, removes any drawing, sees every thumbnail and downloads the dataset;
@@ -24,21 +25,17 @@ API (JSON; errors ``{"detail"}`` in the request's language):
 
 Pages: ``/class/{code}/collect`` (a phone's pad, templates/class_collect.html); the projector's
 panel (templates/_class_collection.html) is in ``/class/{code}/present`` through
-``collection_context``.
+collection_view.collection_context.
 
 Every change goes through the service layer (app/classroom/collect.py), which wakes the class's
-event streams; each stream then sends ``collection`` (``collection_events``) when the
-collection changed since it last sent one.
+event streams; each stream then sends ``collection`` (collection_view.collection_events) when
+the collection changed since it last sent one.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -54,12 +51,11 @@ from cnnlab.app.api_schema import PNG, api_errors, page_errors, redirect
 from cnnlab.app.classroom import Room, is_host
 from cnnlab.app.classroom import collect
 from cnnlab.app.classroom import collection_use as use
+from cnnlab.app.classroom import collection_view as view
 from cnnlab.app.classroom.collection import (
     GRID,
     Collection,
-    Drawing,
     check_add,
-    drawing_from_json,
     grid_bytes,
     next_label,
 )
@@ -72,13 +68,9 @@ from cnnlab.app.session import session_id
 from cnnlab.app.settings import settings_for
 from cnnlab.app.templating import render
 
-__all__ = ["FIRST_THUMBNAILS", "collection_context", "collection_events", "host_state", "parse_labels", "phone_state",
-           "router"]
+__all__ = ["parse_labels", "router"]
 
 router = APIRouter(tags=["class"])
-
-# The first ``collection`` event of an assistant's screen carries the newest drawings only.
-FIRST_THUMBNAILS = 60
 
 
 # ============================================================================== helpers
@@ -109,28 +101,6 @@ def _student(request: Request, room: Room) -> tuple[str, int]:
     return sid, student.seat
 
 
-def _version(c: Collection) -> str:
-    """Tells one collection of a class from the next (whose ids start again at 1): in the
-    thumbnails' addresses, so a browser never shows a cached picture of an earlier one."""
-    return format(int(c.opened * 1000), "x")
-
-
-def drawing_png_url(code: str, c: Collection, drawing_id: int) -> str:
-    return f"/api/class/{code}/collection/drawings/{drawing_id}.png?v={_version(c)}"
-
-
-def fooled_png_url(code: str, c: Collection, test_id: int) -> str:
-    return f"/api/class/{code}/collection/tests/{test_id}.png?v={_version(c)}"
-
-
-def _remaining(c: Collection) -> int | None:
-    """Whole seconds until the deadline (0 once passed); None without one. A phone's clock
-    is not the server's: screens count down from this."""
-    if c.deadline is None:
-        return None
-    return max(0, math.ceil(c.deadline - time.time()))
-
-
 def _limit(request: Request, code: str, sid: str, action: str) -> None:
     """``collection_drawings_per_minute`` per student and class (in any moving minute), for
     drawings and for tests apart; counted in Valkey in shared mode (app/ratelimit.py). A 429
@@ -142,214 +112,10 @@ def _limit(request: Request, code: str, sid: str, action: str) -> None:
         raise too_many(wait)
 
 
-def _one_drawing(store: CollectionStore, code: str, drawing_id: int) -> Drawing | None:
-    """One drawing, by id (None when it is not there)."""
-    getter = getattr(store, "drawing", None)
-    if getter is not None:
-        return getter(code, drawing_id)
-    client = getattr(store, "client", None)
-    if client is not None:  # Valkey: one field of the drawings' hash (collection_redis.py)
-        from cnnlab.app.classroom.collection_redis import drawings_key
-
-        raw = client.hget(drawings_key(code), str(drawing_id))
-        return drawing_from_json(raw) if raw is not None else None
-    found = store.drawings(code, after_id=drawing_id - 1)
-    return found[0] if found and found[0].id == drawing_id else None
-
-
-# Thumbnails are made once per process: (store, code, collection opened, id) -> (student, PNG).
-_PNG_KEPT = 4096
-_pngs: OrderedDict[tuple, tuple[str, bytes]] = OrderedDict()
-_pngs_lock = threading.Lock()
-
-
-def _thumbnail(store: CollectionStore, code: str, c: Collection, drawing_id: int) -> tuple[str, bytes] | None:
-    """(who drew it, its PNG), or None when there is no such drawing (or it was removed)."""
-    if drawing_id in c.removed or not 0 < drawing_id < c.next_id:
-        return None
-    key = (id(store), code, c.opened, drawing_id)
-    with _pngs_lock:
-        found = _pngs.get(key)
-    if found is not None:
-        return found
-    drawing = _one_drawing(store, code, drawing_id)
-    if drawing is None:
-        return None
-    found = (drawing.student, use.thumbnail_png(drawing.grid))
-    with _pngs_lock:
-        _pngs[key] = found
-        while len(_pngs) > _PNG_KEPT:
-            _pngs.popitem(last=False)
-    return found
-
-
 def _png(data: bytes) -> Response:
     # Private (the class's drawings); an address names one picture for good (``?v=``).
     return Response(data, media_type="image/png",
                     headers={"cache-control": "private, max-age=3600", "x-content-type-options": "nosniff"})
-
-
-def _refresh(request: Request, code: str) -> Collection | None:
-    """The collection, its phase moved on when its training has ended (collection_use)."""
-    try:
-        return use.refresh_phase(request, code)
-    except InputError:  # the class ended meanwhile
-        return _store(request).get(code)
-
-
-# ============================================================================== what screens show
-
-
-def host_state(c: Collection | None) -> dict[str, Any] | None:
-    """The collection for the assistant: everything but who drew what; None when there is none."""
-    if c is None:
-        return None
-    return {
-        "phase": c.phase, "labels": list(c.labels), "target": c.target, "deadline": c.deadline,
-        "remaining": _remaining(c), "counts": list(c.counts), "total": c.total, "contributors": c.contributors,
-        "job": c.job_id, "right": c.right, "fooled": c.fooled,
-    }
-
-
-def phone_state(c: Collection | None, sid: str) -> dict[str, Any] | None:
-    """The collection for one phone: the label it is asked for and its own count; None when there is none."""
-    if c is None:
-        return None
-    return {"phase": c.phase, "labels": list(c.labels), "ask": next_label(c, sid), "mine": c.by_student.get(sid, 0),
-            "target": c.target, "deadline": c.deadline, "remaining": _remaining(c), "job": c.job_id}
-
-
-def _drawing_json(code: str, c: Collection, d: Drawing) -> dict[str, Any]:
-    return {"id": d.id, "label": d.label, "seat": d.seat, "png": drawing_png_url(code, c, d.id)}
-
-
-def _fooled_json(code: str, c: Collection) -> list[dict[str, Any]]:
-    return [{"id": t.id, "label": t.label, "predicted": t.predicted, "seat": t.seat,
-             "png": fooled_png_url(code, c, t.id)} for t in c.fooled_recent]
-
-
-def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-# The collection as last read in this process, per class, with the room's collection_seq it
-# was read for: the screens one change wakes read it once (a shared store would otherwise be
-# asked once per phone). Keyed by the room's seq, not compared with the collection's own: the
-# two part for good once two processes' changes bump the room out of order (collect.change
-# then adds 1), and every wake-up would read the store again.
-_recent: OrderedDict[tuple[int, str], tuple[int, Collection]] = OrderedDict()
-_RECENT_KEPT = 256
-
-
-def _current(store: CollectionStore, code: str, seq: int) -> Collection | None:
-    """The collection for a screen woken at the room's ``collection_seq`` = ``seq``: read
-    after the change that set ``seq`` (or a later one), so as new as that change."""
-    key = (id(store), code)
-    found = _recent.get(key)
-    if found is not None and found[0] == seq:
-        return found[1]
-    c = store.get(code)
-    if c is None:
-        _recent.pop(key, None)
-        return None
-    _recent[key] = (seq, c)
-    _recent.move_to_end(key)
-    while len(_recent) > _RECENT_KEPT:
-        _recent.popitem(last=False)
-    return c
-
-
-def collection_events(request: Request, room: Room, host: bool, sid: str | None,
-                      sent: dict[str, Any]) -> list[tuple[str, str]]:
-    """The ``collection`` event for one screen of the class's stream, when the collection has
-    changed since this screen's last one (``room.collection_seq``); ``sent`` is the stream's
-    memory. JSON data:
-
-    - the assistant: ``host_state`` (``phase``, ``labels``, ``target``, ``deadline``,
-      ``remaining`` seconds, ``counts``, ``total``, ``contributors``, ``job``, ``right``,
-      ``fooled``) plus ``new`` (the drawings with an id above the last one sent, ``{"id",
-      "label", "seat", "png"}``; in the first event the newest ``FIRST_THUMBNAILS``),
-      ``removed`` (ids of drawings sent before, now gone), ``fooled_new`` (test drawings that
-      fooled the model, not sent yet: ``{"id", "label", "predicted", "seat", "png"}``) and
-      ``reset`` (true in the first event of a screen or of a new collection: its lists are the
-      whole picture, not additions);
-    - a phone: ``phone_state`` (``phase``, ``labels``, ``ask``, ``mine``, ``target``,
-      ``deadline``, ``remaining``, ``job``), only when something in it changed.
-
-    Nothing while the class never had a collection; ``{"phase": null}`` once a collection
-    this screen was shown is gone.
-    """
-    seq = room.collection_seq
-    if host and sent.get("collection_phase") == "train":
-        # The training may have ended: the phase moves on (a change, which wakes the streams).
-        _refresh(request, room.code)
-    if sent.get("collection", 0) == seq:  # 0: the class never had one; no store read
-        return []
-    sent["collection"] = seq
-    store = _store(request)
-    c = _current(store, room.code, seq)
-    if c is None:
-        sent.pop("collection_host", None)
-        sent.pop("collection_phone", None)
-        sent.pop("collection_phase", None)
-        return [("collection", _json({"phase": None}))] if sent.pop("collection_shown", None) else []
-    sent["collection_shown"] = True
-    sent["collection_phase"] = c.phase
-    if not host:
-        data = phone_state(c, sid or "")
-        compared = {k: v for k, v in data.items() if k != "remaining"}
-        if sent.get("collection_phone") == compared:
-            return []
-        sent["collection_phone"] = compared
-        return [("collection", _json(data))]
-    mine = sent.get("collection_host")
-    reset = mine is None or mine["opened"] != c.opened
-    if reset:
-        mine = sent["collection_host"] = {"opened": c.opened, "last": 0, "removed": set(c.removed), "fooled": 0}
-    last = mine["last"]
-    new = store.drawings(room.code, after_id=last) if c.next_id - 1 > last else []
-    if reset:
-        new = new[-FIRST_THUMBNAILS:]
-        removed: list[int] = []
-    else:
-        removed = [i for i in c.removed if i <= last and i not in mine["removed"]]
-    mine["removed"] = set(c.removed)
-    if new:
-        mine["last"] = max(last, new[-1].id)
-    fooled = [t for t in _fooled_json(room.code, c) if t["id"] > mine["fooled"]]
-    if fooled:
-        mine["fooled"] = fooled[-1]["id"]
-    data = {**host_state(c), "new": [_drawing_json(room.code, c, d) for d in new], "removed": removed,
-            "fooled_new": fooled, "reset": reset}
-    return [("collection", _json(data))]
-
-
-def collection_context(request: Request, room: Room) -> dict[str, Any]:
-    """What the projector's collection panel (templates/_class_collection.html) needs, merged
-    into ``/class/{code}/present``'s context:
-
-    - ``collection``: None when the class has no collection, else ``host_state`` (``phase``,
-      ``labels``, ``target``, ``deadline``, ``remaining``, ``counts``, ``total``,
-      ``contributors``, ``job``, ``right``, ``fooled``); the thumbnails and the drawings that
-      fooled the model come with the stream's first ``collection`` event;
-    - ``collection_misclassified``: in the test phase, the held-out drawings the trained
-      model got wrong (collection_use.misclassified): ``{"id", "label", "predicted", "png"}``
-      (the drawing's thumbnail), never who drew them; else [] (the panel is fetched again
-      when the phase changes);
-    - ``collection_limits``: the open form's bounds: ``max_labels``, ``label_chars``,
-      ``max_target``, ``max_minutes`` (app/settings.py)."""
-    settings = settings_for(request.app)
-    c = _refresh(request, room.code)
-    wrong = use.misclassified(request, room.code) if c is not None and c.phase == "test" else []
-    return {
-        "collection": host_state(c),
-        "collection_misclassified": [{"id": m["id"], "label": m["label"], "predicted": m["predicted"],
-                                      "png": drawing_png_url(room.code, c, m["id"])} for m in wrong],
-        "collection_limits": {"max_labels": settings.collection_max_labels,
-                              "label_chars": settings.collection_label_chars,
-                              "max_target": settings.collection_max_target,
-                              "max_minutes": settings.collection_max_minutes},
-    }
 
 
 # ============================================================================== pages
@@ -375,7 +141,7 @@ async def class_collect(code: str, request: Request) -> Response:
     room = _room(request, code)
     return render(request, "class_collect.html", {
         **bar_context(request, room, False, False), "collecting": True,
-        "collection": phone_state(_refresh(request, room.code), sid)}, fragment=None)
+        "collection": view.phone_state(view.refresh(request, room.code), sid)}, fragment=None)
 
 
 DOWNLOAD_ERRORS = page_errors(403, 404, 409, 429, descriptions={
@@ -463,12 +229,12 @@ async def api_collection(code: str, request: Request) -> dict[str, Any]:
     drew what) and the drawings that fooled the model; for a phone the label it is asked for
     and its own count. ``phase`` null while the class has none."""
     room = _room(request, code)
-    c = _refresh(request, room.code)
+    c = view.refresh(request, room.code)
     if c is None:
         return {"phase": None}
     if is_host(request, room):
-        return {**host_state(c), "fooled_recent": _fooled_json(room.code, c)}
-    return phone_state(c, session_id(request))
+        return {**view.host_state(c), "fooled_recent": view.fooled_json(room.code, c)}
+    return view.phone_state(c, session_id(request))
 
 
 @router.post("/api/class/{code}/collection", response_model=CollectionState, status_code=201, responses=ERRORS)
@@ -480,7 +246,7 @@ async def api_open(code: str, request: Request) -> dict[str, Any]:
     body = await _body(request)
     c = collect.open_collection(request, room.code, parse_labels(body.get("labels")), _whole(body.get("target", 20)),
                                 _whole(body.get("minutes")))
-    return host_state(c)
+    return view.host_state(c)
 
 
 @router.delete("/api/class/{code}/collection", response_model=CollectionState, responses=ERRORS)
@@ -488,7 +254,7 @@ async def api_close(code: str, request: Request) -> dict[str, Any]:
     """Close the collection (assistant only): phones stop drawing and testing; the drawings
     stay, to download (and the next collection replaces them)."""
     room = _host_room(request, code)
-    return host_state(collect.close_collection(request, room.code))
+    return view.host_state(collect.close_collection(request, room.code))
 
 
 _GRID_SCHEMA = WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": GRID * GRID,
@@ -558,7 +324,7 @@ async def api_drawing_png(code: str, drawing_id: int, request: Request) -> Respo
     host = is_host(request, room)
     sid = None if host else _student(request, room)[0]
     store = _store(request)
-    found = _thumbnail(store, room.code, _collection(request, room.code), drawing_id)
+    found = view.thumbnail(store, room.code, _collection(request, room.code), drawing_id)
     if found is None or (not host and found[0] != sid):
         raise InputError(_("There is no drawing %(n)s in this collection.") % {"n": drawing_id}, status_code=404)
     return _png(found[1])
