@@ -485,3 +485,47 @@ def test_same_with_an_even_kernel_pads_bottom_right_like_a_manual_pad():
     # and not top/left
     wrong = conv_forward_naive(np.pad(x, ((0, 0), (0, 0), (2, 1), (2, 1))), w, b)
     assert not np.allclose(same, wrong)
+
+
+def test_dx_by_convolution_matches_the_scatter_path(monkeypatch):
+    """With stride 1 and no dilation, dx is computed as a convolution of dout (flipped,
+    transposed kernel); the k² strided scatter-adds remain for the other settings. Both must
+    agree: float64 to 1e-12, float32 within rounding (the sums run in another order)."""
+    rng = np.random.default_rng(14)
+    fits_really = conv._dx_by_convolution_fits
+    took = 0
+    for trial in range(40):
+        C, F, N = (int(v) for v in rng.integers(1, 5, size=3))
+        HH, WW = (int(v) for v in rng.choice([1, 2, 3, 4, 5], size=2))
+        H, W = (int(v) for v in rng.integers(max(HH, WW), 12, size=2))
+        padding = [0, 1, 2, "same", "valid", ((0, 2), (1, 0)), ((4, 1), (0, 0))][trial % 7]
+        mode = conv.MODES[trial % 2]
+        dtype = (np.float64, np.float32)[(trial // 2) % 2]
+        try:
+            conv.conv_geometry(H, W, HH, WW, 1, padding, 1)
+        except OutputSizeError:
+            continue
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        w = rng.standard_normal((F, C, HH, WW)).astype(dtype)
+        b = rng.standard_normal(F).astype(dtype)
+        results = []
+        for fits in (fits_really, lambda *a: False):
+            monkeypatch.setattr(conv, "_dx_by_convolution_fits", fits)
+            ws = Workspace()
+            out, cache = conv_forward(x, w, b, padding=padding, mode=mode, workspace=ws)
+            dout = np.random.default_rng(trial).standard_normal(out.shape).astype(dtype)
+            got = conv_backward(dout, cache)
+            out2, cache2 = conv_forward(x, w, b, padding=padding, mode=mode, workspace=ws)   # buffers reused
+            got2 = conv_backward(dout, cache2)
+            np.testing.assert_array_equal(out2, out)
+            for g, g2 in zip(got, got2):
+                np.testing.assert_array_equal(g2, g)
+            results.append([a.copy() for a in got])
+        took += fits_really(cache.geometry, HH, WW)
+        (dx, dw, db), (dx_ref, dw_ref, db_ref) = results
+        assert dx.dtype == dx_ref.dtype == dtype and dx.shape == x.shape
+        tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dx, dx_ref, **tol, err_msg=f"{padding} {HH}×{WW} {mode}")
+        np.testing.assert_array_equal(dw, dw_ref)
+        np.testing.assert_array_equal(db, db_ref)
+    assert took >= 20   # most configurations really took the new route

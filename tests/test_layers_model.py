@@ -285,3 +285,50 @@ def test_loading_a_file_without_architecture_is_a_clear_error(tmp_path):
     np.savez(path, w=np.zeros(3))
     with pytest.raises(ValueError, match="architecture"):
         load_model(path)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_two_block_training_steps_match_pytorch(dtype):
+    """Three training steps (forward, cross-entropy, backward, Adam) of a two-block CNN
+    against torch.nn with the same weights: the tiled max pool, the dx of the second conv
+    (computed as a convolution) and the rest of the step. Blank margins in the pictures make
+    tied windows (every cell = the bias, or 0 after ReLU)."""
+    torch = pytest.importorskip("torch")
+    from cnnlab.core.optim import Adam
+    rng = np.random.default_rng(14)
+    layers = [Conv2D(1, 4, 3, padding=1, rng=rng), Activation("relu"), Pool2D("max", 2),
+              Conv2D(4, 6, 3, padding=1, rng=rng), Activation("relu"), Pool2D("max", 2), Flatten(),
+              Dense(6 * 3 * 3, 10, rng=rng)]
+    model = Sequential(layers, input_shape=(1, 12, 12)).astype(dtype)
+    x = np.zeros((5, 1, 12, 12), dtype)
+    x[:, :, 3:9, 2:10] = rng.random((5, 1, 6, 8))
+    y = rng.integers(0, 10, 5)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(54, 10)).to(torch.float64 if dtype == np.float64
+                                                                          else torch.float32)
+    pairs = [(layers[0], net[0]), (layers[3], net[3]), (layers[7], net[7])]
+    with torch.no_grad():
+        for layer, m in pairs:
+            w = layer.params["w"]
+            m.weight.copy_(torch.from_numpy(w.T.copy() if isinstance(layer, Dense) else w))
+            m.bias.copy_(torch.from_numpy(layer.params["b"]))
+    optimizer, torch_optimizer = Adam(lr=0.01), torch.optim.Adam(net.parameters(), lr=0.01)
+    tol = dict(rtol=1e-9, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-6)
+    for _ in range(3):
+        loss, dlogits = cross_entropy(model.forward(x), y)
+        model.backward(dlogits, need_dx=False)
+        torch_optimizer.zero_grad()
+        torch_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        torch_loss.backward()
+        np.testing.assert_allclose(loss, torch_loss.item(), **tol)
+        for layer, m in pairs:
+            gw = m.weight.grad.numpy()
+            np.testing.assert_allclose(layer.grads["w"], gw.T if isinstance(layer, Dense) else gw, **tol,
+                                       err_msg=layer.describe())
+            np.testing.assert_allclose(layer.grads["b"], m.bias.grad.numpy(), **tol, err_msg=layer.describe())
+        optimizer.step(model.parameters())
+        torch_optimizer.step()
+    for layer, m in pairs:
+        w = m.weight.detach().numpy()
+        np.testing.assert_allclose(layer.params["w"], w.T if isinstance(layer, Dense) else w, **tol)

@@ -247,3 +247,114 @@ def test_output_size_and_bad_settings():
     _, cache = pool_forward(np.zeros((1, 1, 4, 4)), "max")
     with pytest.raises(ValueError, match="dout"):
         pool_backward(np.zeros((1, 1, 3, 3)), cache)
+
+
+# ---------------------------------------------------------------------------
+# The tiled route (stride == size) against the strided route and a direct definition
+# ---------------------------------------------------------------------------
+
+def max_pool_backward_by_definition(x, dout, size, stride):
+    """Each window's gradient to its first maximum in row-major order (np.argmax of the
+    flattened window), windows one at a time."""
+    N, C, Ho, Wo = dout.shape
+    dx = np.zeros(x.shape, dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for p in range(Ho):
+                for q in range(Wo):
+                    window = x[n, c, p * stride: p * stride + size, q * stride: q * stride + size]
+                    i, j = divmod(int(np.argmax(window)), size)
+                    dx[n, c, p * stride + i, q * stride + j] += dout[n, c, p, q]
+    return dx
+
+
+def tie_heavy_inputs(rng, shape, dtype):
+    """Normal values, ReLU'd small integers (mostly 0: the blank background of a digit) and
+    small integers (ties everywhere)."""
+    return [rng.standard_normal(shape).astype(dtype),
+            np.maximum(rng.integers(-3, 3, shape), 0).astype(dtype),
+            rng.integers(0, 3, shape).astype(dtype)]
+
+
+def run_pool(x, kind, size, stride, dout, workspace):
+    out, cache = pool_forward(x, kind, size, stride, workspace=workspace)
+    picks = None if kind != "max" else (cache.col_pick.copy(), cache.row_pick.copy())
+    return out.copy(), pool_backward(dout, cache).copy(), picks, cache
+
+
+def test_tiled_route_is_bit_identical_to_the_strided_route(monkeypatch):
+    from cnnlab.core import pool
+    rng = np.random.default_rng(14)
+    tiled_runs = 0
+    for trial in range(60):
+        size = int(rng.integers(2, 5))
+        N, C = (int(v) for v in rng.integers(1, 4, size=2))
+        H, W = (int(v) for v in rng.integers(size, 12, size=2))   # divisible by size or not
+        dtype = (np.float32, np.float64)[trial % 2]
+        for x in tie_heavy_inputs(rng, (N, C, H, W), dtype):
+            for kind in ("max", "avg"):
+                Ho, Wo = H // size, W // size
+                dout = rng.standard_normal((N, C, Ho, Wo)).astype(dtype)
+                results = []
+                for tiled in (True, False):
+                    monkeypatch.setattr(pool, "_TILED", tiled)
+                    ws = Workspace()
+                    run_pool(x, kind, size, size, dout, ws)            # and again: buffers reused
+                    *got, cache = run_pool(x, kind, size, size, dout, ws)
+                    assert (cache.tiled is not None) == tiled
+                    tiled_runs += tiled
+                    results.append(got)
+                (out, dx, picks), (out2, dx2, picks2) = results
+                label = f"{kind} size {size} x {x.shape} {np.dtype(dtype).name}"
+                assert out.dtype == dx.dtype == dtype, label
+                np.testing.assert_array_equal(out, out2, err_msg=label)
+                np.testing.assert_array_equal(dx, dx2, err_msg=label)
+                if kind == "max":
+                    np.testing.assert_array_equal(picks[0], picks2[0], err_msg=label)
+                    np.testing.assert_array_equal(picks[1], picks2[1], err_msg=label)
+    assert tiled_runs == 60 * 3 * 2
+
+
+def test_both_routes_match_the_definition_with_ties(monkeypatch):
+    """Max pooling, every window setting (stride == size takes the tiled route, the others
+    the strided one; odd sizes leave cells out), against window-by-window loops."""
+    from cnnlab.core import pool
+    rng = np.random.default_rng(15)
+    for size, stride in WINDOWS:
+        for H, W in ((6, 6), (7, 9), (5, 4)):
+            stride_ = size if stride is None else stride
+            if size > min(H, W):
+                continue
+            for dtype in (np.float32, np.float64):
+                for x in tie_heavy_inputs(rng, (2, 3, H, W), dtype):
+                    for tiled in (True, False):
+                        monkeypatch.setattr(pool, "_TILED", tiled)
+                        out, cache = pool_forward(x, "max", size, stride, workspace=Workspace())
+                        dout = rng.integers(1, 9, out.shape).astype(dtype)   # exact sums
+                        dx = pool_backward(dout, cache)
+                        label = f"size {size} stride {stride} {H}×{W} {np.dtype(dtype).name} tiled {tiled}"
+                        np.testing.assert_array_equal(out, pool_forward_naive(x, "max", size, stride), label)
+                        np.testing.assert_array_equal(dx, max_pool_backward_by_definition(x, dout, size, stride_),
+                                                      label)
+
+
+def test_tiled_route_workspace_follows_shape_changes_and_strided_inputs():
+    rng = np.random.default_rng(16)
+    ws = Workspace()
+    for N, H in ((4, 8), (3, 8), (4, 6), (4, 8)):   # an epoch's smaller last batch, another size
+        x = np.maximum(rng.integers(-2, 3, (N, 2, H, H)), 0).astype(np.float32)
+        out, cache = pool_forward(x, "max", 2, workspace=ws)
+        assert cache.tiled is not None
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        np.testing.assert_array_equal(out, pool_forward_naive(x, "max", 2))
+        np.testing.assert_array_equal(pool_backward(dout, cache), max_pool_backward_by_definition(x, dout, 2, 2))
+    # a non-contiguous input (a transposed view) takes the strided route, same numbers
+    x = rng.standard_normal((2, 3, 8, 6)).transpose(0, 1, 3, 2)
+    out, cache = pool_forward(x, "max", 2, workspace=ws)
+    assert cache.tiled is None
+    np.testing.assert_array_equal(out, pool_forward_naive(x, "max", 2))
+    # a cache made stale by a later forward is still refused
+    _, stale = pool_forward(np.ones((1, 1, 4, 4), np.float32), "max", 2, workspace=ws)
+    pool_forward(np.ones((1, 1, 4, 4), np.float32), "max", 2, workspace=ws)
+    with pytest.raises(RuntimeError, match="later forward"):
+        pool_backward(np.ones((1, 1, 2, 2), np.float32), stale)
