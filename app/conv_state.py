@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,6 +27,7 @@ from cnnlab.core.conv import (
     output_size_formula,
     resolve_padding,
 )
+from cnnlab.core.conv_more import transpose_output_size_formula
 
 # ------------------------------------------------------------------------------ limits
 MAX_KERNEL = 7
@@ -49,6 +51,23 @@ TINT_LEVELS = 5
 PNG_CACHE_CONTROL = "private, max-age=3600"
 
 MODES = {"xcorr": "cross-correlation", "conv": "convolution"}
+# The kinds of convolution the stepper steps through (URL ``kind``; "conv" is left out of it).
+KINDS = {
+    "conv": N_("Convolution"),
+    "pointwise": N_("1×1 convolution (mixing channels)"),
+    "separable": N_("Depthwise-separable convolution"),
+    "transposed": N_("Transposed convolution"),
+}
+# A transposed convolution's output grows with the stride: at most this many rows or columns.
+MAX_TRANSPOSED_SIDE = 96
+# A small three-channel input (the numbers of a tiny RGB picture) for the 1×1 and the
+# depthwise-separable convolutions: whole numbers, so every sum prints exactly.
+SEED3_INPUT = np.array([
+    [[9, 8, 7, 2, 1], [8, 9, 6, 2, 0], [7, 6, 5, 3, 1], [3, 2, 4, 6, 7], [1, 0, 2, 7, 9]],
+    [[1, 2, 4, 6, 8], [2, 3, 5, 7, 8], [4, 5, 6, 5, 4], [6, 7, 5, 3, 2], [8, 8, 4, 2, 1]],
+    [[0, 1, 3, 8, 9], [1, 2, 4, 9, 8], [3, 4, 5, 6, 5], [9, 8, 6, 4, 3], [8, 9, 7, 3, 2]],
+], dtype=np.int64)
+SEED3_INPUT.flags.writeable = False
 CHANNEL_NAMES_RGB = ("R", "G", "B")
 
 PRESET_LABELS = {
@@ -66,7 +85,7 @@ PRESET_LABELS = {
 
 # Query parameters that only the settings form sends: a plain (non-htmx) submission carrying
 # them is redirected to the canonical address.
-FORM_ONLY = re.compile(r"(source|ksize|filters|random|grid_rows|grid_cols|use_\d+|b_\d+|w_\d+_\d+_\d+_\d+|g_\d+_\d+)")
+FORM_ONLY = re.compile(r"(source|ksize|filters|random|grid_rows|grid_cols|kind_was|use_\d+|b_\d+|w_\d+_\d+_\d+_\d+|g_\d+_\d+)")
 _CELL_W = re.compile(r"w_(\d)_(\d)_(\d)_(\d)")
 _CELL_G = re.compile(r"g_(\d{1,2})_(\d{1,2})")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -89,10 +108,14 @@ class FieldError(ValueError):
 class ConvState:
     """Everything a view depends on, checked. Arrays are read-only.
 
-    kind: "seed" | "grid" | "image"; image: sample name or upload id; grid: (h, w) typed
-    values; size: working size (longest side, images only); color: "gray" | "rgb";
-    kernel: (F, C, HH, WW); names: per filter, the preset it equals (or None);
+    kind: "seed" | "seed3" | "grid" | "image" (the input); image: sample name or upload id;
+    grid: (h, w) typed values; size: working size (longest side, images only); color: "gray" |
+    "rgb"; kernel: (F, C, HH, WW); names: per filter, the preset it equals (or None);
     bias: F numbers or None; padding: "valid" | "same" | int; mode: "xcorr" | "conv".
+    op: the kind of convolution (KINDS; URL ``kind``). "pointwise": kernel (F, C, 1, 1).
+    "separable": kernel (1, C, HH, WW) holds the depthwise kernels, ``dbias`` their C biases,
+    ``pointwise`` (F, C) the 1×1 weights and ``bias`` their F biases. "transposed": kernel
+    (F, C, HH, WW), applied as conv_transpose2d's weight (C, F, HH, WW); padding an int.
     """
 
     kind: str = "seed"
@@ -109,13 +132,19 @@ class ConvState:
     mode: str = "xcorr"
     relu: bool = False
     step: int = 0
+    op: str = "conv"
+    pointwise: np.ndarray | None = None
+    dbias: tuple | None = None
 
     @property
     def channels(self) -> int:
-        return 3 if self.kind == "image" and self.color == "rgb" else 1
+        return 3 if (self.kind == "image" and self.color == "rgb") or self.kind == "seed3" else 1
 
     @property
     def F(self) -> int:
+        """The number of output maps."""
+        if self.op == "separable" and self.pointwise is not None:
+            return self.pointwise.shape[0]
         return self.kernel.shape[0]
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -123,11 +152,19 @@ class ConvState:
         out: list[tuple[str, str]] = []
         if self.kind == "seed":
             out.append(("preset", "seed"))
+        elif self.kind == "seed3":
+            out.append(("preset", "seed3"))
         elif self.kind == "grid":
             out.append(("grid", format_grid(self.grid)))
         else:
             out += [("image", self.image), ("size", str(self.size)), ("color", self.color)]
+        if self.op != "conv":
+            out.append(("kind", self.op))
         out.append(("kernel", format_kernel(self.kernel, self.names)))
+        if self.op == "separable" and self.dbias is not None:
+            out.append(("dbias", ",".join(ascii_number(b) for b in self.dbias)))
+        if self.op == "separable" and self.pointwise is not None:
+            out.append(("pointwise", format_pointwise(self.pointwise)))
         if self.bias is not None:
             out.append(("bias", ",".join(ascii_number(b) for b in self.bias)))
         if self.stride != 1:
@@ -153,16 +190,20 @@ class ConvState:
         return f"/conv?{self.query(step)}"
 
     def source_key(self, res: str) -> tuple:
-        if self.kind == "seed":
-            return ("seed",)
+        if self.kind in ("seed", "seed3"):
+            return (self.kind,)
         if self.kind == "grid":
             return ("grid", self.grid.shape, self.grid.dtype.str, self.grid.tobytes())
         return ("image", self.image, self.size if res == "work" else None, self.color)
 
     def compute_key(self, res: str) -> tuple:
         k = self.kernel
-        return (self.source_key(res), k.shape, k.dtype.str, k.tobytes(), self.bias, self.stride,
-                self.padding, self.dilation, self.mode)
+        key = (self.source_key(res), k.shape, k.dtype.str, k.tobytes(), self.bias, self.stride,
+               self.padding, self.dilation, self.mode)
+        if self.op != "conv":
+            p = self.pointwise
+            key += (self.op, self.dbias, None if p is None else (p.shape, p.dtype.str, p.tobytes()))
+        return key
 
 
 @dataclass
@@ -262,6 +303,11 @@ def where_kernel(f: int, F: int, c: int, C: int, i: int, j: int) -> str:
 
 def format_grid(a: np.ndarray) -> str:
     return ";".join(",".join(ascii_number(v) for v in row) for row in a.tolist())
+
+
+def format_pointwise(p: np.ndarray) -> str:
+    """(F, C) pointwise weights -> "1,1,1|1,0,-1" (filters separated by "|")."""
+    return "|".join(",".join(ascii_number(v) for v in row) for row in p.tolist())
 
 
 def format_kernel(k: np.ndarray, names: tuple = ()) -> str:
@@ -391,8 +437,18 @@ def read_state(params: Mapping[str, str], settings: Settings) -> Parsed:
             errors.setdefault(exc.field, exc.message)
             return default
 
+    # ---- the kind of convolution: it decides the defaults of the input and the kernel
+    op = (raw.get("kind") or "conv").strip()
+    if op not in KINDS:
+        errors["kind"] = _("There is no kind of convolution called “%(name)s”: choose conv, pointwise, separable or "
+                           "transposed.") % {"name": op[:40]}
+        op = "conv"
+    values["op"] = op
+    _switch_kind(raw, op)
+
     # ---- the input
-    kind, image, grid = attempt(lambda: _read_source(raw, parsed), ("seed", None, None))
+    default_input = "seed3" if op in ("pointwise", "separable") else "seed"
+    kind, image, grid = attempt(lambda: _read_source(raw, parsed, default_input), (default_input, None, None))
     values.update(kind=kind, image=image, grid=grid)
     values["size"] = attempt(lambda: _int_field(raw, "size", MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, N_(
         "The working size must be a whole number from %(min)s to %(max)s pixels.")), DEFAULT_SIZE)
@@ -401,12 +457,23 @@ def read_state(params: Mapping[str, str], settings: Settings) -> Parsed:
         errors["color"] = _("The colour must be “gray” or “rgb”.")
         color = "gray"
     values["color"] = color
-    C = 3 if kind == "image" and color == "rgb" else 1
+    C = 3 if (kind == "image" and color == "rgb") or kind == "seed3" else 1
 
     # ---- the kernel and bias
-    kernel, names = attempt(lambda: _read_kernel(raw, C, parsed), (kernels.SEED_KERNEL[None, None].repeat(C, 1), ("seed",)))
+    if op != "conv" and not raw.get("kernel") and not any(_CELL_W.fullmatch(k) for k in raw):
+        raw["kernel"] = DEFAULT_KERNELS[op][C == 3]
+    fallback = (kernels.SEED_KERNEL[None, None].repeat(C, 1), ("seed",))
+    if op != "conv":
+        fallback = parse_kernel(DEFAULT_KERNELS[op][C == 3], C)
+    kernel, names = attempt(lambda: _check_kind_kernel(op, *_read_kernel(raw, C, parsed)), fallback)
     values.update(kernel=kernel, names=names)
-    values["bias"] = attempt(lambda: _read_bias(raw, kernel.shape[0], parsed))
+    F = kernel.shape[0]
+    if op == "separable":
+        pointwise = attempt(lambda: _read_pointwise(raw, C), _parse_pointwise(DEFAULT_POINTWISE[C == 3], C))
+        values["pointwise"] = pointwise
+        values["dbias"] = attempt(lambda: _read_dbias(raw, C))
+        F = pointwise.shape[0]
+    values["bias"] = attempt(lambda: _read_bias(raw, F, parsed))
 
     # ---- where the kernel goes
     values["stride"] = attempt(lambda: _int_field(raw, "stride", 1, MAX_STRIDE, 1, N_(
@@ -423,6 +490,21 @@ def read_state(params: Mapping[str, str], settings: Settings) -> Parsed:
     if relu not in ("", "0", "1", "on", "true", "false", "off"):
         errors["relu"] = _("ReLU must be on (1) or off (0).")
     values["relu"] = relu in ("1", "on", "true")
+    if op in ("separable", "transposed"):
+        if values["mode"] != "xcorr":
+            errors["mode"] = _("This kind of convolution is shown as cross-correlation only (as PyTorch computes it).")
+            values["mode"] = "xcorr"
+        if values["relu"]:
+            errors["relu"] = _("ReLU is offered for the ordinary and the 1×1 convolution only.")
+            values["relu"] = False
+    if op == "transposed":
+        if values["padding"] == "same":
+            errors["padding"] = _("The transposed convolution takes a padding from 0 to %(max)s (“same” is for the "
+                                  "ordinary convolution).") % {"max": MAX_PADDING}
+            values["padding"] = "valid"
+        if values["dilation"] != 1:
+            errors["dilation"] = _("The transposed convolution is shown without dilation: use 1.")
+            values["dilation"] = 1
 
     state = ConvState(**values)
     parsed.state = state
@@ -436,17 +518,17 @@ def read_state(params: Mapping[str, str], settings: Settings) -> Parsed:
         attempt(lambda: _check_budget(parsed, settings))
     steps = None
     if parsed.geometry is not None:
-        steps = state.F * parsed.geometry.Ho * parsed.geometry.Wo
+        steps = step_count(state, parsed.x, parsed.geometry)
     step = attempt(lambda: _read_step(raw, steps), 0)
     parsed.state = replace(state, step=step)
     return parsed
 
 
-def _read_source(raw: Mapping[str, str], parsed: Parsed) -> tuple[str, str | None, np.ndarray | None]:
+def _read_source(raw: Mapping[str, str], parsed: Parsed, default: str = "seed") -> tuple[str, str | None, np.ndarray | None]:
     source = raw.get("source")
     if source is not None:
-        if source == "seed":
-            return "seed", None, None
+        if source == "seed" or (source == "seed3" and default == "seed3"):
+            return source, None, None
         if source == "grid":
             return "grid", None, _read_grid(raw, parsed, default=kernels.SEED_INPUT)
         if source.startswith("image:"):
@@ -456,10 +538,14 @@ def _read_source(raw: Mapping[str, str], parsed: Parsed) -> tuple[str, str | Non
         return "image", _check_image_id(raw["image"]), None
     if raw.get("grid") is not None or any(_CELL_G.fullmatch(k) for k in raw):
         return "grid", None, _read_grid(raw, parsed, default=kernels.SEED_INPUT)
-    preset = raw.get("preset", "seed") or "seed"
-    if preset != "seed":
+    preset = raw.get("preset", default) or default
+    if default == "seed3":  # the 1×1 and separable convolutions also have a three-channel example
+        if preset not in ("seed", "seed3"):
+            raise FieldError("input", _("There is no input preset called “%(name)s”; there are “seed” and “seed3”.")
+                             % {"name": preset[:40]})
+    elif preset != "seed":
         raise FieldError("input", _("There is no input preset called “%(name)s”; the only one is “seed”.") % {"name": preset})
-    return "seed", None, None
+    return preset, None, None
 
 
 def _check_image_id(image_id: str) -> str:
@@ -662,6 +748,15 @@ def _check_fit(parsed: Parsed) -> None:
     s = parsed.state
     _C, H, W = parsed.x.shape
     HH, WW = s.kernel.shape[-2:]
+    if s.op == "transposed":
+        P = 0 if s.padding == "valid" else s.padding
+        Ho, Wo = (H - 1) * s.stride - 2 * P + HH, (W - 1) * s.stride - 2 * P + WW
+        if Ho < 1 or Wo < 1 or max(Ho, Wo) > MAX_TRANSPOSED_SIDE:
+            parsed.fit = fit_report(s, H, W)
+            parsed.errors["fit"] = parsed.fit["sentence"]
+        else:
+            parsed.geometry = SimpleNamespace(Ho=Ho, Wo=Wo, padding=((P, P), (P, P)), stride=(s.stride, s.stride))
+        return
     try:
         parsed.geometry = conv_geometry(H, W, HH, WW, s.stride, s.padding, s.dilation)
     except OutputSizeError:
@@ -674,6 +769,8 @@ def _check_budget(parsed: Parsed, settings: Settings) -> None:
     working size): that computation must be within the limits of app/budget.py."""
     s = parsed.state
     C, H, W = parsed.x.shape
+    if s.op == "transposed":
+        return  # computed at the working size only, its output side already bounded
     if s.kind == "image":
         try:
             info = images.image_info(s.image, settings)
@@ -692,6 +789,8 @@ def fit_report(s: ConvState, H: int, W: int) -> dict:
     """The output-size formula for rows and columns with the numbers filled in, and a plain
     sentence when the kernel does not fit."""
     HH, WW = s.kernel.shape[-2:]
+    if s.op == "transposed":
+        return _transposed_fit_report(s, H, W)
     pad_rows = resolve_padding(s.padding, HH, s.dilation, s.stride, H)
     pad_cols = resolve_padding(s.padding, WW, s.dilation, s.stride, W)
     rows = output_size_formula(H, HH, s.stride, pad_rows, s.dilation)
@@ -709,11 +808,125 @@ def fit_report(s: ConvState, H: int, W: int) -> dict:
             break
     return {"rows": rows, "cols": cols, "sentence": sentence, "pad_rows": pad_rows, "pad_cols": pad_cols}
 
+def _transposed_fit_report(s: ConvState, H: int, W: int) -> dict:
+    """Ho = (H − 1)·S − 2P + K with the numbers, and a sentence when it is below 1 or too large."""
+    HH, WW = s.kernel.shape[-2:]
+    P = 0 if s.padding == "valid" else s.padding
+    rows = transpose_output_size_formula(H, HH, s.stride, P)
+    cols = transpose_output_size_formula(W, WW, s.stride, P)
+    Ho, Wo = (H - 1) * s.stride - 2 * P + HH, (W - 1) * s.stride - 2 * P + WW
+    sentence = ""
+    if min(Ho, Wo) < 1:
+        sentence = _("The padding cuts away the whole output: %(p)s rows and columns are removed on every side of "
+                     "an output of %(full)s. Use less padding or a larger kernel or stride.") % {
+            "p": P, "full": f"{(H - 1) * s.stride + HH}×{(W - 1) * s.stride + WW}"}
+    elif max(Ho, Wo) > MAX_TRANSPOSED_SIDE:
+        sentence = _("The output would be %(h)s×%(w)s; the stepper shows at most %(max)s rows and columns. Use a "
+                     "smaller stride, kernel or working size.") % {"h": Ho, "w": Wo, "max": MAX_TRANSPOSED_SIDE}
+    return {"rows": rows, "cols": cols, "sentence": sentence, "pad_rows": (P, P), "pad_cols": (P, P),
+            "transposed": True}
+
+
+def step_count(state: ConvState, x: np.ndarray, geometry: Any) -> int:
+    """How many steps the stepper has: one per output value (conv, 1×1), per depthwise then
+    pointwise value (separable), per input value and output map (transposed)."""
+    C, H, W = x.shape
+    if state.op == "separable":
+        return (C + state.F) * geometry.Ho * geometry.Wo
+    if state.op == "transposed":
+        return state.F * C * H * W
+    return state.F * geometry.Ho * geometry.Wo
+
+
+# ------------------------------------------------------------------------------ the other kinds
+
+# Default kernels per kind, for (one channel, three channels).
+DEFAULT_KERNELS = {
+    "pointwise": {False: "2|-1", True: "1/1/1|1/0/-1"},
+    "separable": {False: "sobel_x", True: "sobel_x/sobel_y/laplacian"},
+    "transposed": {False: "1,2,1;2,4,2;1,2,1", True: "1,2,1;2,4,2;1,2,1"},
+}
+DEFAULT_POINTWISE = {False: "1|-1", True: "1,1,1|1,0,-1"}
+# What a change of kind in the form drops: the previous kind's kernel and the settings the
+# new kind may not take; the input, stride and padding stay.
+_KIND_SWITCH_DROPS = re.compile(r"(kernel|bias|dbias|pointwise|ksize|filters|random|dilation|mode|relu|use_\d+|b_\d+|"
+                                r"w_\d+_\d+_\d+_\d+)")
+
+
+def _switch_kind(raw: dict[str, str], op: str) -> None:
+    """The form sends the kind it showed (``kind_was``): when the kind changed, the new kind
+    starts from its own kernel and useful settings (a three-channel input for the 1×1 and the
+    separable convolution, stride 2 and padding 1 for the transposed one)."""
+    was = raw.get("kind_was")
+    if was is None or was == op or was not in KINDS:
+        return
+    for name in [k for k in raw if _KIND_SWITCH_DROPS.fullmatch(k)]:
+        del raw[name]
+    if op in ("pointwise", "separable") and raw.get("source") == "seed":
+        raw["source"] = "seed3"
+    elif op in ("conv", "transposed") and raw.get("source") == "seed3":
+        raw["source"] = "seed"
+    if op == "transposed":
+        raw["stride"], raw["padding"] = "2", "1"
+    elif was == "transposed":
+        raw["stride"], raw["padding"] = "1", "valid"
+
+
+def _check_kind_kernel(op: str, k: np.ndarray, names: tuple) -> tuple[np.ndarray, tuple]:
+    if op == "pointwise" and k.shape[-2:] != (1, 1):
+        raise FieldError("kernel", _("A 1×1 convolution has 1×1 kernels (one weight per channel); this kernel is "
+                                     "%(dims)s.") % {"dims": _dims(k.shape[-2:])})
+    if op == "separable" and k.shape[0] != 1:
+        raise FieldError("kernel", _("The depthwise step has one kernel per channel: give one filter (its channel "
+                                     "kernels separated by “/”), not %(n)s.") % {"n": k.shape[0]})
+    return k, names
+
+
+def _parse_pointwise(text: str, C: int) -> np.ndarray:
+    rows = [r for r in text.strip().split("|")]
+    if len(rows) > MAX_FILTERS:
+        raise FieldError("pointwise", _("There are %(n)s filters; at most %(max)s are allowed.")
+                         % {"n": len(rows), "max": MAX_FILTERS})
+    values = []
+    for f, row in enumerate(rows):
+        cells = row.split(",")
+        if len(cells) != C:
+            raise FieldError("pointwise", _("Pointwise filter %(f)s has %(got)s weights but the input has %(c)s "
+                                            "channels: give one weight per channel.") % {"f": f + 1, "got": len(cells), "c": C})
+        for c, cell in enumerate(cells):
+            where = lambda f=f, c=c: _("pointwise filter %(f)s, weight %(c)s") % {"f": f + 1, "c": c + 1}  # noqa: E731
+            if not cell.strip():
+                raise FieldError("pointwise", _("A value is missing (%(where)s).") % {"where": where()})
+            values.append(_checked_number(cell, cell=False, limit=MAX_ABS_WEIGHT, field_name="pointwise", where=where))
+    return _as_array(values, (len(rows), C))
+
+
+def _read_pointwise(raw: Mapping[str, str], C: int) -> np.ndarray:
+    text = (raw.get("pointwise") or "").strip()
+    return _parse_pointwise(text or DEFAULT_POINTWISE[C == 3], C)
+
+
+def _read_dbias(raw: Mapping[str, str], C: int) -> tuple | None:
+    text = (raw.get("dbias") or "").strip()
+    if not text:
+        return None
+    texts = text.split(",")
+    if len(texts) == 1:
+        texts = texts * C
+    if len(texts) != C:
+        raise FieldError("dbias", _("Give one depthwise bias for every channel (%(c)s), or one for all of them.") % {"c": C})
+    return tuple(_checked_number(t, cell=False, limit=MAX_ABS_INPUT, field_name="dbias",
+                                 where=lambda c=c: _("depthwise bias of channel %(c)s") % {"c": c + 1})
+                 for c, t in enumerate(texts))
+
+
 def working_array(state: ConvState, settings: Settings, res: str) -> np.ndarray:
     """The input x (C, H, W): the working-size array (res "work") the stepper steps over, or
     the stored picture (res "full") the full-resolution result is computed on."""
     if state.kind == "seed":
         return kernels.SEED_INPUT[None]
+    if state.kind == "seed3":
+        return SEED3_INPUT
     if state.kind == "grid":
         return state.grid[None]
     try:

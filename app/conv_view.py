@@ -18,6 +18,7 @@ from PIL import Image
 from cnnlab.app import images
 from cnnlab.app.conv_state import (
     CHANNEL_NAMES_RGB,
+    KINDS,
     MAX_DILATION,
     MAX_FILTERS,
     MAX_GRID,
@@ -38,6 +39,7 @@ from cnnlab.app.conv_state import (
     ascii_number,
     fit_report,
     format_kernel,
+    format_pointwise,
     parse_number,
     where_kernel,
     working_array,
@@ -51,6 +53,7 @@ from cnnlab.core.conv import (
     format_factor,
     format_number,
 )
+from cnnlab.core.conv_more import conv_transpose_forward, depthwise_output, separable_forward
 
 # ============================================================================== arrays and caches
 
@@ -106,13 +109,36 @@ def feature_map(state: ConvState, x: np.ndarray, res: str) -> np.ndarray:
 
     def make() -> np.ndarray:
         bias = None if state.bias is None else np.array(state.bias, dtype=np.float64)
-        out, _cache = conv_forward(x[None], state.kernel, bias, stride=state.stride, padding=state.padding,
-                                   dilation=state.dilation, mode=MODES[state.mode])
+        if state.op == "separable":
+            out, _d = separable_forward(x[None], state.kernel[0], _floats(state.dbias), state.pointwise, bias,
+                                        stride=state.stride, padding=state.padding, dilation=state.dilation)
+        elif state.op == "transposed":
+            out = conv_transpose_forward(x[None], np.asarray(state.kernel).transpose(1, 0, 2, 3), bias,
+                                         stride=state.stride, padding=0 if state.padding == "valid" else state.padding)
+        else:  # the ordinary and the 1×1 convolution
+            out, _cache = conv_forward(x[None], state.kernel, bias, stride=state.stride, padding=state.padding,
+                                       dilation=state.dilation, mode=MODES[state.mode])
         out = out[0]
         out.flags.writeable = False
         return out
 
     return _maps.get_or_make(state.compute_key(res), make)
+
+
+def depthwise_map(state: ConvState, x: np.ndarray, res: str) -> np.ndarray:
+    """The separable convolution's depthwise output (C, Ho, Wo), cached; int64 when whole."""
+
+    def make() -> np.ndarray:
+        d = depthwise_output(x, state.kernel[0], _floats(state.dbias), stride=state.stride, padding=state.padding,
+                             dilation=state.dilation)
+        d.flags.writeable = False
+        return d
+
+    return _maps.get_or_make(("depthwise",) + state.compute_key(res), make)
+
+
+def _floats(values: tuple | None) -> np.ndarray | None:
+    return None if values is None else np.array(values)
 
 
 def shown_map(state: ConvState, out: np.ndarray) -> np.ndarray:
@@ -233,7 +259,8 @@ class Item(SimpleNamespace):
     succeeds; a step does thousands of them, and records cut the rendering time by about a third."""
 
 
-def grid_texts(state: ConvState, x: np.ndarray, out: np.ndarray, numbers_in: bool, numbers_out: bool) -> dict:
+def grid_texts(state: ConvState, x: np.ndarray, out: np.ndarray, numbers_in: bool, numbers_out: bool,
+               part: str = "") -> dict:
     """The numbers the stepper's grids show, formatted once per view: every step of a view
     shows the same values and only marks different cells.
 
@@ -256,55 +283,80 @@ def grid_texts(state: ConvState, x: np.ndarray, out: np.ndarray, numbers_in: boo
             texts["count"] += 3 * out.size
         return texts
 
-    return _texts.get_or_make((state.compute_key("work"), state.relu, numbers_in, numbers_out), make)
+    key = (state.compute_key("work"), state.relu, numbers_in, numbers_out) + ((part,) if part else ())
+    return _texts.get_or_make(key, make)
 
 
 def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
     """Everything the stepper block shows for the current step (records of ``Item``)."""
-    C, H, W = x.shape
-    F, _C, HH, WW = state.kernel.shape
-    Ho, Wo = geometry.Ho, geometry.Wo
-    steps = F * Ho * Wo
+    if state.op in ("separable", "transposed"):
+        from cnnlab.app import conv_more_view
+
+        return conv_more_view.build_stepper(state, x, geometry)
     bias = None if state.bias is None else np.array(state.bias)
     st = conv_step(x, state.kernel, bias, stride=state.stride, padding=state.padding, dilation=state.dilation,
                    mode=MODES[state.mode], step=state.step)
     out = shown_map(state, feature_map(state, x, "work"))
+    query = state.query()
+    return window_stepper(
+        state, x, st, out, channels=range(x.shape[0]), step=state.step, steps=state.F * geometry.Ho * geometry.Wo,
+        part="", input_src=lambda c: f"/conv/input.png?{query}&res=work&channel={c}",
+        output_src=lambda f: f"/conv/output.png?{query}&res=work&filter={f}",
+        one_line=state.op == "pointwise", relu=state.relu)
+
+
+def window_stepper(state: ConvState, x: np.ndarray, st: Any, out: np.ndarray, *, channels: Any, step: int, steps: int,
+                   part: str, input_src: Callable[[int], str], output_src: Callable[[int], str], first: int = 0,
+                   one_line: bool = False, relu: bool = False, kernel_no: str | None = None,
+                   map_labels: list[str] | None = None) -> Item:
+    """The stepper of one window times a kernel (a ConvStep ``st`` whose terms come channel by
+    channel from ``channels`` of x (C, H, W)), beside the maps ``out`` (F, Ho, Wo) being filled
+    in. ``step``/``steps``: the page's step numbers; ``first``: the page's step of out's first
+    cell (the separable convolution's pointwise steps come after its depthwise ones); ``part``
+    keeps the formatted numbers of different grids apart in the cache; ``one_line``: the
+    1×1 convolution's sum w_1·x_1 + … + w_C·x_C + b on one line, a colour per channel."""
+    C, H, W = x.shape
+    F = out.shape[0]
+    HH = len(st.window_rows)
+    WW = len(st.window_cols)
+    Ho, Wo = out.shape[1:]
     (pt, pb), (pl, pr) = st.padding
     names = channel_names(C)
     picture_input = H + pt + pb > NUMBERS_MAX_SIDE or W + pl + pr > NUMBERS_MAX_SIDE
     picture_output = Ho > NUMBERS_MAX_SIDE or Wo > NUMBERS_MAX_SIDE
-    texts = grid_texts(state, x, out, not picture_input, not picture_output)
-    query = state.query()
+    texts = grid_texts(state, x, out, not picture_input, not picture_output, part=part)
 
     # Projector mode keeps the input's rows and columns around the window; a colour picture has
     # three rows of grids beside its output, so it keeps only the window.
-    near_side = NEAR_SIDE if C == 1 else 1
+    shown_channels = list(channels)
+    several = len(shown_channels) > 1
+    near_side = NEAR_SIDE if not several else 1
     near_rows = near_band(H + pt + pb, min(st.padded_rows), max(st.padded_rows), near_side)
     near_cols = near_band(W + pl + pr, min(st.padded_cols), max(st.padded_cols), near_side)
 
     # One entry per (channel, window position): the colour and the numbers of each term.
     per_channel = []
-    for c in range(C):
-        terms = st.terms[c * HH * WW:(c + 1) * HH * WW]
+    for n, c in enumerate(shown_channels):
+        terms = st.terms[n * HH * WW:(n + 1) * HH * WW]
         cells = {}
         grid_terms = []
-        for n, t in enumerate(terms):
-            i, j = divmod(n, WW)
+        for m, t in enumerate(terms):
+            i, j = divmod(m, WW)
             tag = f"{c}-{i}-{j}"
-            colour = term_colour(i, j, HH, WW)
+            colour = c if one_line and C <= TERM_COLOURS else term_colour(i, j, HH, WW)
             grid_terms.append(Item(i=i, j=j, tag=tag, colour=colour, term=t,
                                    input=format_number(t.input), weight=format_number(t.weight),
                                    product=format_number(t.product), pad=t.padding))
             cells[(t.row, t.col)] = grid_terms[-1]
         rows = [grid_terms[i * WW:(i + 1) * WW] for i in range(HH)]
         entry = Item(c=c, name=names[c], rows=rows, terms=grid_terms, table=None, picture=None, heads=None,
-                     sum=st.channel_sums[c], sum_text=format_number(st.channel_sums[c]))
+                     sum=st.channel_sums[n], sum_text=format_number(st.channel_sums[n]), input_label=None)
         if picture_input:
             # The window's numbers with the input's row and column numbers (1 = the first).
             entry.heads = Item(rows=[_label(row[0].term.row, H) for row in rows],
                                cols=[_label(t.term.col, W) for t in rows[0]])
             entry.picture = Item(
-                src=f"/conv/input.png?{query}&res=work&channel={c}",
+                src=input_src(c),
                 width=W + pl + pr, height=H + pt + pb, x=pl, y=pt, W=W, H=H,
                 cells=[Item(x=t.term.col + pl, y=t.term.row + pt, colour=t.colour, tag=t.tag) for t in grid_terms],
                 box=Item(x=min(st.window_cols) + pl, y=min(st.window_rows) + pt,
@@ -331,19 +383,20 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
     # The output maps: cells before this step are filled in, the current one is marked.
     # Projector mode keeps 5 rows and columns around the current cell (it goes under the
     # kernel), 3 for a colour picture (it goes beside three rows of grids).
-    out_side = 5 if C == 1 else 3
+    out_side = 5 if not several else 3
     out_rows = near_band(Ho, st.row, st.row, out_side)
     out_cols = near_band(Wo, st.col, st.col, out_side)
     maps = []
     for f in range(F):
-        first = f * Ho * Wo
-        entry = Item(f=f, first=first, Ho=Ho, Wo=Wo, rows=None, picture=None)
+        start = first + f * Ho * Wo
+        entry = Item(f=f, first=start, Ho=Ho, Wo=Wo, rows=None, picture=None,
+                     label=map_labels[f] if map_labels else None, jump=None)
         if picture_output:
             done_rows = 0 if f > st.filter else (Ho if f < st.filter else st.row)
             entry.picture = Item(
-                src=f"/conv/output.png?{query}&res=work&filter={f}",
+                src=output_src(f),
                 masks=_masks(f, st, Ho, Wo),
-                current=Item(x=st.col, y=st.row) if f == st.filter else None,
+                current=Item(x=st.col, y=st.row, w=1, h=1) if f == st.filter else None,
                 done_rows=done_rows,
             )
         else:
@@ -352,30 +405,31 @@ def build_stepper(state: ConvState, x: np.ndarray, geometry: Any) -> Item:
             for r in range(Ho):
                 row = []
                 for q in range(Wo):
-                    k = first + r * Wo + q
+                    k = start + r * Wo + q
                     short, full, tint = values[r][q]
-                    status = "done" if k < st.step else ("current" if k == st.step else "todo")
+                    status = "done" if k < step else ("current" if k == step else "todo")
                     row.append(Item(step=k, row=r, col=q, status=status, text=short if status != "todo" else "",
                                     full=full, tint=tint if status != "todo" else "",
-                                    far=out_cols is not None and q not in out_cols))
+                                    far=out_cols is not None and q not in out_cols, tag=None, colour=None))
                 rows.append(Item(cells=row, far=out_rows is not None and r not in out_rows))
             entry.rows = rows
         maps.append(entry)
 
-    sum_line = _sum_parts(st, per_channel, C)
+    sum_line = _sum_parts(st, per_channel, 1 if one_line else len(shown_channels), one_line=one_line)
     value = st.value
     return Item(
-        step=st.step, steps=steps, last=steps - 1, filter=st.filter, row=st.row, col=st.col,
-        F=F, C=C, HH=HH, WW=WW, Ho=Ho, Wo=Wo, H=H, W=W,
+        step=step, steps=steps, last=steps - 1, filter=st.filter, row=st.row, col=st.col,
+        F=F, C=len(shown_channels), HH=HH, WW=WW, Ho=Ho, Wo=Wo, H=H, W=W,
         channels=per_channel, maps=maps, picture_input=picture_input, picture_output=picture_output,
         # Projector mode puts the output under the kernel (app.css) when it is more than three
         # rows tall or the input more than five columns wide: one line would not fit the screen.
         stacked=picture_input or picture_output or min(Ho, out_side) > 3
         or len(near_cols or range(W + pl + pr)) > 5,
         sum=sum_line, value=format_number(value), text=st.text,
-        relu=state.relu, relu_value=format_number(max(value, 0)),
+        relu=relu, relu_value=format_number(max(value, 0)),
         bias=None if st.bias is None else format_factor(st.bias), flipped=state.mode == "conv",
-        state_pairs=state.pairs(),
+        state_pairs=state.pairs(), one_line=one_line, op=state.op, scatter=None, phase=None, status=None,
+        kernel_no=(str(st.filter + 1) if F > 1 else "") if kernel_no is None else kernel_no,
     )
 
 
@@ -403,10 +457,20 @@ def _piece(text: str, **marks: Any) -> Item:
     return Item(**{"text": text, "tag": None, "colour": None, "pad": False, "channel": None, "bias": False, **marks})
 
 
-def _sum_parts(st: Any, per_channel: list, C: int) -> Item:
+def _sum_parts(st: Any, per_channel: list, C: int, one_line: bool = False) -> Item:
     """The written sum as coloured pieces: for one channel the slides' line; for several,
-    one line per channel and then ``R + G + B + b = value``."""
+    one line per channel and then ``R + G + B + b = value``; ``one_line``: every channel's
+    terms on one line (the 1×1 convolution's w_1·x_1 + … + w_C·x_C + b)."""
     lines = []
+    if one_line:
+        pieces = []
+        for entry in per_channel:
+            for t in entry.terms:
+                if pieces:
+                    pieces.append(_piece(" + "))
+                pieces.append(_piece(f"{format_factor(t.term.input)}\u00b7{format_factor(t.term.weight)}",
+                                     colour=t.colour, tag=t.tag, pad=t.pad))
+        return Item(lines=[Item(name=None, pieces=pieces, sum=format_number(st.value))], total=[])
     for entry in per_channel:
         pieces = []
         for n, t in enumerate(entry.terms):
@@ -487,11 +551,13 @@ def build_form(parsed: Parsed) -> dict:
                             "label": _("input grid, row %(row)s, column %(col)s") % {"row": i + 1, "col": j + 1}})
             grid_rows.append(row)
 
-    sources = [{"value": "seed", "label": _("The slides’ 5×5 matrix")},
-               {"value": "grid", "label": _("A grid I type")}]
+    sources = [{"value": "seed", "label": _("The slides’ 5×5 matrix")}]
+    if s.op in ("pointwise", "separable"):
+        sources.append({"value": "seed3", "label": _("A small picture with 3 channels (5×5×3)")})
+    sources.append({"value": "grid", "label": _("A grid I type")})
     for name, sample in images.SAMPLES.items():
         sources.append({"value": f"image:{name}", "label": _(sample.title), "licence": _(sample.licence)})
-    current_source = {"seed": "seed", "grid": "grid"}.get(s.kind, f"image:{s.image}")
+    current_source = {"seed": "seed", "seed3": "seed3", "grid": "grid"}.get(s.kind, f"image:{s.image}")
     if s.kind == "image" and s.image not in images.SAMPLES:
         sources.append({"value": current_source, "label": _("My uploaded picture")})
     if {"input", "grid"} & parsed.errors.keys() and raw.get("source") is None and s.kind == "seed":
@@ -520,6 +586,10 @@ def build_form(parsed: Parsed) -> dict:
         "padding": _raw_or(parsed, "padding", s.padding), "paddings": paddings,
         "mode": s.mode, "relu": s.relu, "errors": parsed.errors,
         "state_query": s.query(),
+        "op": s.op, "kinds": [{"value": k, "label": _(label)} for k, label in KINDS.items()],
+        "pointwise": _raw_or(parsed, "pointwise", format_pointwise(s.pointwise) if s.pointwise is not None else ""),
+        "dbias": _raw_or(parsed, "dbias", ",".join(ascii_number(v) for v in s.dbias) if s.dbias else ""),
+        "bias_text": _raw_or(parsed, "bias", ",".join(ascii_number(v) for v in s.bias) if s.bias else ""),
     }
 
 
@@ -542,9 +612,10 @@ def _bad_number(text: str) -> bool:
 def build_result(parsed: Parsed, settings: Settings) -> dict | None:
     """The pictures: the input and each filter's full-resolution feature map."""
     s = parsed.state
+    res = "work" if s.op == "transposed" else "full"  # a transposed output grows with the stride
     try:
-        full = working_array(s, settings, "full")
-        out = shown_map(s, feature_map(s, full, "full"))
+        full = parsed.x if res == "work" else working_array(s, settings, "full")
+        out = shown_map(s, feature_map(s, full, res))
     except (FieldError, ValueError):
         return None
     _C, H, W = full.shape
@@ -552,12 +623,12 @@ def build_result(parsed: Parsed, settings: Settings) -> dict | None:
     maps = []
     for f in range(out.shape[0]):
         legend = legend_of(out[f])  # the picture itself is drawn by /conv/output.png
-        maps.append({"f": f, "src": f"/conv/output.png?{query}&res=full&filter={f}",
+        maps.append({"f": f, "src": f"/conv/output.png?{query}&res={res}&filter={f}",
                      "lo": format_number(_round4(legend["lo"])), "hi": format_number(_round4(legend["hi"])),
                      "kind": legend["kind"], "Ho": out.shape[1], "Wo": out.shape[2], "name": s.names[f] if f < len(s.names) else None,
                      # The picture's text alternative: its smallest and largest numbers.
                      "min": format_number(_round4(float(out[f].min()))), "max": format_number(_round4(float(out[f].max())))})
-    return {"input_src": f"/conv/input.png?{query}&res=full", "H": H, "W": W, "C": full.shape[0], "maps": maps}
+    return {"input_src": f"/conv/input.png?{query}&res={res}", "H": H, "W": W, "C": full.shape[0], "maps": maps}
 
 
 def _round4(v: float) -> float | int:
@@ -573,6 +644,6 @@ def formula_view(parsed: Parsed) -> dict | None:
     HH, WW = parsed.state.kernel.shape[-2:]
     return {"rows": report["rows"], "cols": report["cols"], "H": H, "W": W, "HH": HH, "WW": WW,
             "pad_rows": report["pad_rows"], "pad_cols": report["pad_cols"], "fits": parsed.fit is None,
-            "sentence": report["sentence"]}
+            "sentence": report["sentence"], "transposed": report.get("transposed", False)}
 
 

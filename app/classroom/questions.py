@@ -59,6 +59,9 @@ def _conv_view(params: dict[str, str], settings: Settings):
     parsed = read_state(params, settings)
     if not parsed.ok or parsed.geometry is None:
         raise _invalid_view()
+    if parsed.state.op not in ("conv", "pointwise"):  # the separable and transposed kinds step differently
+        raise InputError(_("Quick questions work on the ordinary and the 1×1 convolution: choose one of them first."),
+                         status_code=409)
     return parsed
 
 

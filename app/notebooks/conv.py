@@ -28,12 +28,20 @@ def build(request: Request) -> nbformat.NotebookNode:
     parsed = read_state(request.query_params, settings_for(request.app))
     if not parsed.ok:
         raise InputError.of(parsed.errors)
+    if parsed.state.op not in ("conv", "pointwise"):
+        # The notebook writes out one window times one kernel; the separable and transposed
+        # convolutions step differently (their JSON twins are /api/conv/separable and /transposed).
+        raise InputError(_("The notebook covers the ordinary and the 1×1 convolution; for the depthwise-separable and "
+                           "the transposed convolution use the stepper and its JSON twin (/api/conv/%(kind)s).")
+                         % {"kind": parsed.state.op})
     return build_from(parsed)
 
 
 def _input_label(s: ConvState) -> str:
     if s.kind == "seed":
         return _("The slides’ 5×5 matrix")
+    if s.kind == "seed3":
+        return _("A small picture with 3 channels (5×5×3)")
     if s.kind == "grid":
         return _("A grid I type")
     if s.image in images.SAMPLES:

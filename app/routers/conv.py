@@ -53,6 +53,7 @@ from cnnlab.app.conv_view import (
     build_stepper,
     channel_names,
     colourize,
+    depthwise_map,
     enlarge,
     feature_map,
     formula_view,
@@ -61,6 +62,8 @@ from cnnlab.app.conv_view import (
     png_cache,
     shown_map,
 )
+from cnnlab.app.conv_more_view import kind_panel
+from cnnlab.app.routers import conv_more_api
 from cnnlab.app.uploads import page_state, picture_chosen, read_upload_form, store_upload
 
 # ============================================================================== routes
@@ -75,8 +78,11 @@ def _render_conv(request: Request, parsed: Parsed, settings: Settings, *, block:
         stepper = build_stepper(s, parsed.x, parsed.geometry)
     context: dict[str, Any] = {"stepper": stepper, "errors": dict(parsed.errors), "fit": parsed.fit}
     step_query = s.query(step=s.step or None) if parsed.ok else urlencode(list(parsed.raw.items()))
-    # "Open as notebook" (inside the stepper, so it follows every step): this very state.
-    context["notebook_url"] = f"{request.app.url_path_for('notebook', page='conv')}?{step_query}" if parsed.ok else None
+    # "Open as notebook" (inside the stepper, so it follows every step): this very state. The
+    # notebook writes out the ordinary convolution only (the 1×1 one is one too).
+    notebook = parsed.ok and s.op in ("conv", "pointwise")
+    context["notebook_url"] = f"{request.app.url_path_for('notebook', page='conv')}?{step_query}" if notebook else None
+    context["kind"] = kind_panel(s, parsed.x, parsed.geometry) if parsed.ok else kind_panel(s, None, None)
     if block != "stepper":
         context["form"] = build_form(parsed)
         if upload_error:
@@ -119,6 +125,16 @@ async def conv_page(request: Request) -> Response:
     Where the kernel goes: ``stride`` 1–8, ``padding`` = ``valid`` | ``same`` | 0–8,
       ``dilation`` 1–4, ``mode`` = ``xcorr`` (cross-correlation, default) | ``conv``
       (convolution: the kernel flipped 180°), ``relu=1`` (apply ReLU to the output).
+    Kind (``kind``, default the ordinary convolution; JSON twins under /api/conv/…):
+      ``kind=pointwise``  a 1×1 convolution mixing channels (kernel 1×1 per channel, e.g.
+                        ``kernel=1|1/0/-1``; ``preset=seed3`` is a 5×5×3 example and the default);
+      ``kind=separable``  depthwise (``kernel`` = one k×k kernel per channel, joined by ``/``,
+                        ``dbias`` one bias per channel) then pointwise (``pointwise=1,1,1|1,0,-1``:
+                        filters of C weights; ``bias`` one per filter); steps: the C·Ho·Wo
+                        depthwise values, then the F·Ho·Wo pointwise ones;
+      ``kind=transposed`` a transposed convolution (``kernel`` as above, filter f's channel c =
+                        conv_transpose2d's weight[c, f]; ``padding`` 0–8; no dilation);
+                        Ho = (H − 1)·S − 2P + K; steps: one per input value and output map.
     ``step``: the output position, 0-based, row-major over filters, rows, columns.
     Negative numbers may use ``-`` or ``−``. The settings form also sends its editor cells
     (``w_f_c_i_j``, ``g_i_j``, ``b_f``) and choices (``source``, ``ksize``, ``filters``,
@@ -177,17 +193,23 @@ def conv_output_png(request: Request, settings: Settings = Depends(get_settings)
     parsed = _png_state(request, settings)
     s = parsed.state
     res = _res(request)
-    f = _int_or_error(request.query_params.get("filter", "0"), 0, s.F - 1, N_("The filter must be from %(min)s to %(max)s."))
+    if s.op == "transposed":
+        res = "work"  # its output grows with the stride: computed at the working size only
+    part = request.query_params.get("part", "")
+    if part not in ("", "depthwise") or (part and s.op != "separable"):
+        raise InputError(_("The part must be “depthwise”, and only for the depthwise-separable convolution."))
+    n = s.channels if part else s.F
+    f = _int_or_error(request.query_params.get("filter", "0"), 0, n - 1, N_("The filter must be from %(min)s to %(max)s."))
 
     def make() -> bytes:
         x = parsed.x if res == "work" else working_array(s, settings, "full")
-        out = shown_map(s, feature_map(s, x, res))[f]
+        out = depthwise_map(s, x, res)[f] if part else shown_map(s, feature_map(s, x, res))[f]
         rgb, _legend = colourize(out)
         if res == "work":  # drawn under the stepper's grid; full-resolution pictures keep their size
             rgb = enlarge(rgb)
         return png_bytes(rgb)
 
-    return _png_response(png_cache.get_or_make(("out", res, s.compute_key(res), s.relu, f), make))
+    return _png_response(png_cache.get_or_make(("out", res, s.compute_key(res), s.relu, f, part), make))
 
 
 @router.get("/conv/input.png", name="conv_input_png", response_class=Response, responses={**PNG, **page_errors(404, 422)})
@@ -258,3 +280,7 @@ async def conv_upload(request: Request, settings: Settings = Depends(get_setting
     return await run_in_threadpool(
         lambda: _render_conv(request, parsed, settings, block="lab", extra_headers=headers, upload_error=error,
                               upload_status=error_status))
+
+
+# The JSON twins of the kinds beyond the slides (/api/conv/pointwise, …/separable, …/transposed).
+router.include_router(conv_more_api.router)
