@@ -60,6 +60,7 @@ MAX_JSON_LISTS = 16_384
 PREDICT_BODY_BYTES = 32 * 1024
 SMALL_BODIES: tuple[tuple[re.Pattern[str], int], ...] = (
     (re.compile(r"/(api/train|train/jobs)/[^/]+/predict"), PREDICT_BODY_BYTES),
+    (re.compile(r"/(api/train/[^/]+/layers|train/jobs/[^/]+/inside)$"), PREDICT_BODY_BYTES),  # the layer view
 )
 _BRACKETS = b"[]{}"
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)

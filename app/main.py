@@ -30,6 +30,8 @@ from cnnlab.app.routers import images as image_routes
 from cnnlab.app.routers import train_api
 from cnnlab.app.routers import datasets_api
 from cnnlab.app.routers import train_page
+from cnnlab.app.routers import train_inside
+from cnnlab.app.routers import train_why
 from cnnlab.app.routers import classroom
 from cnnlab.app.routers import class_seats
 from cnnlab.app.routers import collection
@@ -141,6 +143,8 @@ def create_app() -> FastAPI:
     app.include_router(pipeline.router)
     app.include_router(train_page.router)
     app.include_router(train_api.router)
+    app.include_router(train_inside.router)
+    app.include_router(train_why.router)
     app.include_router(datasets_api.router)
     app.include_router(lesson_pages.router)
     app.include_router(classroom.router)

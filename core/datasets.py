@@ -27,7 +27,7 @@ import io
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -215,6 +215,64 @@ def load(name: str, test_fraction: float = 0.2) -> Dataset:
     """Load a dataset by name, one of ``DATASETS`` ("digits", "mnist")."""
     _check_name(name)
     return _dataset(name, float(test_fraction))
+
+
+# --------------------------------------------------------------------------- overfitting lab
+# Fewer training images and wrong labels make a network learn its training set by heart:
+# /train's overfitting lab. Both come from the run's seed (each from a generator of its
+# own), so the same seed gives the same images and the same wrong labels.
+
+
+def subset_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` indices into ``labels`` (int (N,)), stratified: class c gets its share
+    n·n_c/N, rounded by largest remainder (ties: the lower class), so the counts add up to
+    n exactly; which images, and their order, come from ``seed``. int64 (n,)."""
+    (N,) = labels.shape
+    if not 0 < n <= N:
+        raise ValueError(f"a subset must have 1 to {N} images; got {n}")
+    rng = np.random.default_rng([seed, 2])
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = n * counts / N
+    take = np.floor(quota).astype(np.int64)
+    short = n - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:short]] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    chosen = np.concatenate(picked).astype(np.int64)
+    return chosen[rng.permutation(n)]
+
+
+def noisy_labels(labels: np.ndarray, share: float, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(new labels, changed indices): round(share·N) labels, chosen from ``seed``, each
+    replaced by a different class drawn uniformly from the other classes − 1. int64 (N,), (k,)."""
+    (N,) = labels.shape
+    if not 0 <= share <= 1:
+        raise ValueError(f"the noisy share must be in [0, 1]; got {share}")
+    rng = np.random.default_rng([seed, 3])
+    k = int(round(share * N))
+    changed = np.sort(rng.choice(N, size=k, replace=False)).astype(np.int64)
+    new = labels.astype(np.int64, copy=True)
+    new[changed] = (new[changed] + rng.integers(1, classes, size=k)) % classes
+    new.flags.writeable = False
+    return new, changed
+
+
+def overfit_variant(dataset: Dataset, train_size: int = 0, label_noise: float = 0.0, seed: int = 0) -> Dataset:
+    """``dataset`` with its training set cut to ``train_size`` images (0: all; subset_indices)
+    and then ``label_noise`` of those training labels made wrong (noisy_labels). The held-out
+    images and labels are the same arrays. Without either, ``dataset`` itself."""
+    x, y = dataset.x_train, dataset.y_train
+    if train_size and train_size != len(y):
+        if train_size > len(y):
+            raise ValueError(f"train_size {train_size} is more than the {len(y)} training images")
+        idx = subset_indices(y, train_size, seed)
+        x, y = x[idx], y[idx]
+        x.flags.writeable = False
+        y.flags.writeable = False
+    if label_noise:
+        y, _ = noisy_labels(y, label_noise, dataset.classes, seed)
+    if x is dataset.x_train and y is dataset.y_train:
+        return dataset
+    return replace(dataset, x_train=x, y_train=y)
 
 
 # --------------------------------------------------------------------------- datasets of one's own

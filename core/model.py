@@ -240,20 +240,40 @@ def load_model(file):
     return Sequential.load(file)
 
 
+BLOCK_KEYS = ("filters", "kernel", "padding", "stride", "pool", "pool_size")
+
+
 def tiny_cnn(input_shape=(1, 28, 28), filters=8, kernel=3, padding=1, pool="max", pool_size=2,
-             hidden=0, activation="relu", classes=10, seed=0):
-    """conv → activation → pool → flatten → [dense hidden → activation] → dense classes.
+             hidden=0, activation="relu", classes=10, seed=0, stride=1, blocks=()):
+    """conv → activation → pool → [conv → activation → (pool)] × len(blocks) → flatten
+    → [dense hidden → activation] → dense classes.
+
+    Block 1 is conv(kernel, filters, padding, stride) → activation → Pool2D(pool, pool_size),
+    the pooling layer kept even when pool_size is 1 (a window of one cell: the identity), so
+    a one-block model has the same layers as before. ``blocks``: the extra conv blocks, each
+    a dict with keys filters, kernel, padding, stride, pool, pool_size (pool_size 1: no pooling
+    layer in that block).
 
     input_shape: (C, H, W). Weights are He-initialised from np.random.default_rng(seed),
-    drawn layer by layer in order, so the same arguments give bit-identical weights.
+    drawn layer by layer in order, so the same arguments give bit-identical weights (a
+    one-block model's the same as before blocks existed).
     """
+    extra = [_block(b) for b in blocks]
     config = {"input_shape": list(input_shape), "filters": filters, "kernel": kernel, "padding": padding,
               "pool": pool, "pool_size": pool_size, "hidden": hidden, "activation": activation,
-              "classes": classes, "seed": seed}
+              "classes": classes, "seed": seed, "stride": stride, "blocks": extra}
     rng = np.random.default_rng(seed)
     C, H, W = input_shape
-    layers = [Conv2D(C, filters, kernel, padding=padding, rng=rng), Activation(activation),
-              Pool2D(pool, pool_size), Flatten()]
+    layers = [Conv2D(C, filters, kernel, stride=stride, padding=padding, rng=rng), Activation(activation),
+              Pool2D(pool, pool_size)]
+    C = filters
+    for b in extra:
+        layers += [Conv2D(C, b["filters"], b["kernel"], stride=b["stride"], padding=b["padding"], rng=rng),
+                   Activation(activation)]
+        if b["pool_size"] > 1:
+            layers.append(Pool2D(b["pool"], b["pool_size"]))
+        C = b["filters"]
+    layers.append(Flatten())
     shape = tuple(input_shape)
     for layer in layers:
         shape = layer.output_shape(shape)
@@ -263,3 +283,13 @@ def tiny_cnn(input_shape=(1, 28, 28), filters=8, kernel=3, padding=1, pool="max"
         D = hidden
     layers.append(Dense(D, classes, rng=rng))
     return Sequential(layers, input_shape=input_shape, config=config)
+
+
+def _block(b):
+    """An extra block's settings as a plain JSON-able dict (every key of BLOCK_KEYS)."""
+    missing = [key for key in BLOCK_KEYS if key not in b]
+    if missing:
+        raise ValueError(f"a conv block needs {', '.join(BLOCK_KEYS)}; missing {', '.join(missing)}")
+    out = {key: int(b[key]) for key in BLOCK_KEYS if key != "pool"}
+    out["pool"] = str(b["pool"])
+    return {key: out[key] for key in BLOCK_KEYS}

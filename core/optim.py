@@ -14,6 +14,12 @@ The update rules, for every element w with gradient g at step t = 1, 2, ...:
                m̂ = m / (1 − β1^t) ;  v̂ = v / (1 − β2^t)               (bias correction)
                w ← w − lr·m̂ / (√v̂ + ε)
 
+L2 weight decay (``weight_decay`` = λ > 0, every rule): the rule above runs on
+g + λ·w instead of g for the weights of convolution and dense layers (parameters named
+"….w"; biases, "….b", are not decayed), i.e. on the gradient of the loss plus λ/2·Σw².
+This is L2 regularisation as torch.optim's ``weight_decay`` (added to the gradient before
+momentum / Adam's moments), not AdamW's decoupled decay. ``penalty(params)`` is λ/2·Σw².
+
 When the triples are views of one flat buffer (model.parameters() provides
 ``flat_params``/``flat_grads``) the update runs once over the whole buffer; the
 result is the same, element for element, as updating array by array.
@@ -25,7 +31,12 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OPTIMIZERS", "make_optimizer"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OPTIMIZERS", "decays", "make_optimizer"]
+
+
+def decays(name):
+    """Whether weight decay applies to parameter ``name``: weights ("0.w"), not biases ("0.b")."""
+    return str(name).rsplit(".", 1)[-1] == "w"
 
 
 class Optimizer(ABC):
@@ -33,16 +44,20 @@ class Optimizer(ABC):
 
     name = "optimizer"
 
-    def __init__(self, lr):
+    def __init__(self, lr, weight_decay=0.0):
         if not lr > 0:
             raise ValueError(f"learning rate must be > 0; got {lr}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be ≥ 0; got {weight_decay}")
         self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
         self.t = 0
         self._last_lr = self.lr         # the lr of the last update (a schedule may change self.lr)
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self._layout_of = None          # the params_and_grads object the layout was built for
         self._slots = []                # (key, param, grad): what step() actually updates
         self._where: dict[str, tuple] = {}   # name -> (key, offset, shape) for explain()
+        self._decay: dict[str, tuple] = {}   # key -> (mask or 0/1, scratch): weight decay's g + λ·w
 
     # -- layout ------------------------------------------------------------
 
@@ -58,9 +73,18 @@ class Optimizer(ABC):
             base = flat_p.__array_interface__["data"][0]
             self._where = {name: ("*", (p.__array_interface__["data"][0] - base) // p.itemsize, p.shape)
                            for name, p, _ in triples}
+            if self.weight_decay:
+                mask = np.zeros_like(flat_p)
+                for name, p, _ in triples:
+                    if decays(name):
+                        offset = self._where[name][1]
+                        mask[offset:offset + p.size] = 1
+                self._decay = {"*": (mask, np.empty_like(flat_p))}
         else:
             self._slots = [(name, p, g) for name, p, g in triples]
             self._where = {name: (name, 0, p.shape) for name, p, _ in triples}
+            if self.weight_decay:
+                self._decay = {name: (None, np.empty_like(p)) for name, p, _ in triples if decays(name)}
         # Only a re-usable container (model.parameters() returns the same object each
         # time) can be recognised next step; a generator is laid out afresh every step.
         self._layout_of = params_and_grads if isinstance(params_and_grads, tuple) else None
@@ -79,7 +103,24 @@ class Optimizer(ABC):
         self.t += 1
         self._last_lr = self.lr
         for key, p, g in self._slots:
+            if self.weight_decay and key in self._decay:
+                mask, g_decayed = self._decay[key]
+                if g_decayed.shape != p.shape or g_decayed.dtype != p.dtype:
+                    raise ValueError("the parameters changed shape: make a new optimizer")
+                # g + λ·w (only where the mask is 1): the gradient of loss + λ/2·Σw²
+                np.multiply(p, self.weight_decay, out=g_decayed)
+                if mask is not None:
+                    g_decayed *= mask
+                g_decayed += g
+                g = g_decayed
             self._update(key, p, g)
+
+    def penalty(self, params_and_grads):
+        """λ/2·Σw² over the decayed weights (0.0 without weight decay): what the decay adds to the loss."""
+        if not self.weight_decay:
+            return 0.0
+        total = sum(float(np.dot(p.reshape(-1), p.reshape(-1))) for name, p, _ in params_and_grads if decays(name))
+        return 0.5 * self.weight_decay * total
 
     @abstractmethod
     def _update(self, key, p, g):
@@ -121,7 +162,10 @@ class Optimizer(ABC):
         """This rule's own terms of the last update, from the state's values at one element."""
 
     def hyperparameters(self):
-        return {"lr": self.lr}
+        return {"lr": self.lr, **self._decay_setting()}
+
+    def _decay_setting(self):
+        return {"weight_decay": self.weight_decay} if self.weight_decay else {}
 
     def spec(self):
         """{"name": ..., hyperparameters...}: make_optimizer(**spec) builds a fresh copy."""
@@ -153,8 +197,8 @@ class Momentum(Optimizer):
 
     name = "momentum"
 
-    def __init__(self, lr, momentum=0.9):
-        super().__init__(lr)
+    def __init__(self, lr, momentum=0.9, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1); got {momentum}")
         self.momentum = float(momentum)
@@ -174,7 +218,7 @@ class Momentum(Optimizer):
                 "old": v["old"]}
 
     def hyperparameters(self):
-        return {"lr": self.lr, "momentum": self.momentum}
+        return {"lr": self.lr, "momentum": self.momentum, **self._decay_setting()}
 
 
 class Adam(Optimizer):
@@ -182,8 +226,8 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-        super().__init__(lr)
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1); got {beta1}, {beta2}")
         if not eps > 0:
@@ -227,7 +271,7 @@ class Adam(Optimizer):
                 "old": v["old"], "step": v["step"]}
 
     def hyperparameters(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps, **self._decay_setting()}
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}

@@ -23,7 +23,10 @@ from .losses import cross_entropy
 from .model import tiny_cnn
 from .optim import make_optimizer
 
-__all__ = ["Progress", "EvalResult", "train", "evaluate", "DEFAULTS", "default_setup"]
+__all__ = ["Progress", "EvalResult", "train", "evaluate", "DEFAULTS", "AUGMENT_ON", "TRAIN_EVAL", "default_setup"]
+
+# Each epoch's end also measures the model on up to this many training images (as trained).
+TRAIN_EVAL = 2000
 
 
 @dataclass
@@ -35,8 +38,9 @@ class Progress:
     epoch: 1-based; epochs: the total asked for.
     batch: 1-based within the epoch; batches_per_epoch = ⌈N_train / batch_size⌉.
     step: optimizer steps so far over the whole run.
-    loss: this batch's mean cross-entropy ("epoch"/"stopped": the last batch's).
-    epoch_loss: mean cross-entropy over the epoch's examples seen so far.
+    loss: this batch's mean cross-entropy ("epoch"/"stopped": the last batch's), plus the
+          optimizer's L2 penalty λ/2·Σw² when it has weight decay (core.optim).
+    epoch_loss: mean of those losses over the epoch's examples seen so far.
     train_accuracy: fraction of the epoch's examples seen so far classified right
           (by the model as it was when each batch went forward).
     elapsed: seconds spent inside the loop (training and evaluation), NOT counting
@@ -44,6 +48,10 @@ class Progress:
     test_loss, test_accuracy: held-out metrics when computed (every "epoch" record,
           and each eval_every batches), else None.
     lr: the learning rate the epoch's updates used.
+    train_eval_loss, train_eval_accuracy: ("epoch" records) mean cross-entropy and accuracy
+          of the model as it is at the epoch's end on the first ``train_eval`` training
+          images, with the labels it was trained on and no augmentation: the same measure
+          as test_loss/test_accuracy, so train − held-out is the generalisation gap.
     """
 
     kind: str
@@ -59,6 +67,8 @@ class Progress:
     test_loss: float | None = None
     test_accuracy: float | None = None
     lr: float | None = None
+    train_eval_loss: float | None = None
+    train_eval_accuracy: float | None = None
 
     def to_dict(self):
         return asdict(self)
@@ -102,7 +112,7 @@ def evaluate(model, x, y, batch_size=1000, classes=10):
 
 
 def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None, eval_every=None,
-          lr_decay=1.0, eval_batch_size=1000, augment=None):
+          lr_decay=1.0, eval_batch_size=1000, augment=None, train_eval=TRAIN_EVAL):
     """Train ``model`` on ``dataset`` (core.datasets.Dataset), yielding Progress records.
 
     epochs, batch_size: ≥ 1 (the last batch of an epoch may be smaller).
@@ -117,6 +127,9 @@ def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None,
         shear, share): the images of every training batch are then moved a little at random
         before they go forward (from a generator of their own, seeded by ``seed`` too); test
         images never are.
+    train_eval: at each epoch's end, also evaluate on the first this many training images
+        (0: not; the records' train_eval_loss/train_eval_accuracy).
+    The optimizer's weight decay, if any, is part of the loss reported (Progress.loss).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1; got epochs={epochs}, batch_size={batch_size}")
@@ -129,12 +142,21 @@ def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None,
     rng = np.random.default_rng(seed)
     augment_rng = np.random.default_rng([seed, 1])
     params = model.parameters()
+    decay = getattr(optimizer, "weight_decay", 0.0)
     step = 0
     elapsed = 0.0
     record = None
 
     def held_out():
         result = evaluate(model, dataset.x_test, dataset.y_test, eval_batch_size, classes)
+        return result.loss, result.accuracy
+
+    n_eval = min(N, max(0, int(train_eval or 0)))
+
+    def as_trained():
+        if not n_eval:
+            return None, None
+        result = evaluate(model, x[:n_eval], y[:n_eval], eval_batch_size, classes)
         return result.loss, result.accuracy
 
     for epoch in range(1, epochs + 1):
@@ -149,7 +171,8 @@ def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None,
                     yield Progress("stopped", epoch, epochs, 0, batches, step, math.nan, math.nan, math.nan, now,
                                    lr=optimizer.lr)
                 else:
-                    yield replace(record, kind="stopped", elapsed=now, test_loss=None, test_accuracy=None)
+                    yield replace(record, kind="stopped", elapsed=now, test_loss=None, test_accuracy=None,
+                                  train_eval_loss=None, train_eval_accuracy=None)
                 return
             idx = order[(batch - 1) * batch_size:batch * batch_size]
             xb, yb = x[idx], y[idx]
@@ -157,6 +180,8 @@ def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None,
                 xb = random_affine(xb, augment_rng, **augment)
             logits = model.forward(xb)
             loss, dlogits = cross_entropy(logits, yb)
+            if decay:
+                loss += optimizer.penalty(params)
             model.backward(dlogits, need_dx=False)
             optimizer.step(params)
             step += 1
@@ -174,9 +199,10 @@ def train(model, dataset, optimizer, epochs, batch_size, seed, should_stop=None,
             yield record
             started += time.perf_counter() - paused
         test_loss, test_acc = held_out()
+        eval_loss, eval_acc = as_trained()
         elapsed += time.perf_counter() - started
         record = Progress("epoch", epoch, epochs, batches, batches, step, loss, loss_sum / seen,
-                          correct / seen, elapsed, test_loss, test_acc, optimizer.lr)
+                          correct / seen, elapsed, test_loss, test_acc, optimizer.lr, eval_loss, eval_acc)
         optimizer.lr *= lr_decay
         yield record
 
@@ -219,6 +245,14 @@ DEFAULTS = {
         "seed": 0,
         "augment": None,
     },
+}
+
+
+# The augmentation a run with augmentation on gets where the dataset's default is none:
+# MNIST gets the digits' kind of moves, scaled from 8×8 to 28×28 (a shift of half a pixel
+# there is 1.75 pixels here, an eighth of a digit's width either way).
+AUGMENT_ON = {
+    "mnist": {"shift": 1.75, "rotate": 10, "scale": (0.9, 1.1), "shear": 0.25, "share": 0.5},
 }
 
 

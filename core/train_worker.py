@@ -8,6 +8,10 @@ input_shape and classes), "optimizer": {"name": ..., hyperparameters}, "epochs",
 every run on it, default or not: it is part of how that dataset is shown to a network.
 A dataset of one's own comes as {"dataset": its id, "dataset_file": the path of its .npz
 (core.datasets.load_file), "augment": random_affine's keyword arguments or null}.
+The overfitting lab's keys (app/jobs/spec.py worker_job; each optional): "augment" (the
+kwargs or null: overrides the dataset's default), "train_size" (0: every training image,
+else a stratified subset of that many, from the seed), "label_noise" (that share of the
+training labels made wrong, from the seed) and "weight_decay" (L2, core.optim).
 
 MSG_FD is the write end of a pipe, used as a multiprocessing Connection (pickled tuples):
     ("start", {"n_train", "n_params"})
@@ -67,13 +71,24 @@ def final_metrics(model, dataset, batch_size=1000) -> dict:
 
 
 def job_dataset(job: dict):
-    """The job's Dataset and its augmentation (train's ``augment``)."""
+    """The job's Dataset (its training set cut to "train_size" and "label_noise" of its
+    labels made wrong, from the job's seed) and its augmentation (train's ``augment``)."""
     if job.get("dataset_file"):
+        dataset = datasets.load_file(job["dataset_file"], name=job["dataset"])
         augment = job.get("augment")
-        if augment and "scale" in augment:
-            augment = {**augment, "scale": tuple(augment["scale"])}
-        return datasets.load_file(job["dataset_file"], name=job["dataset"]), augment
-    return datasets.load(job["dataset"]), core_train.DEFAULTS[job["dataset"]]["augment"]
+    else:
+        dataset = datasets.load(job["dataset"])
+        augment = job["augment"] if "augment" in job else core_train.DEFAULTS[job["dataset"]]["augment"]
+    if augment and "scale" in augment:
+        augment = {**augment, "scale": tuple(augment["scale"])}
+    dataset = datasets.overfit_variant(dataset, train_size=int(job.get("train_size") or 0),
+                                       label_noise=float(job.get("label_noise") or 0.0), seed=int(job["seed"]))
+    return dataset, augment
+
+
+def job_optimizer(job: dict):
+    """The job's optimizer, with its L2 weight decay ("weight_decay", default 0)."""
+    return make_optimizer(**job["optimizer"], weight_decay=float(job.get("weight_decay") or 0.0))
 
 
 def run(job: dict, conn: Connection, stop_fd: int) -> None:
@@ -82,7 +97,7 @@ def run(job: dict, conn: Connection, stop_fd: int) -> None:
 
     dataset, augment = job_dataset(job)
     model = tiny_cnn(input_shape=dataset.image_shape, classes=dataset.classes, **job["model"])
-    optimizer = make_optimizer(**job["optimizer"])
+    optimizer = job_optimizer(job)
     conn.send(("start", {"n_train": len(dataset.y_train), "n_params": model.n_params}))
     conn.send(("weights", model.flat_params, filters_of(model)))
     status, pending = "done", []

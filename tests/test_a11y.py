@@ -469,10 +469,11 @@ def test_train_after_a_short_run(page, live_server, axe_source):
     rows = table.locator("tbody tr").evaluate_all("trs => trs.map(tr => [...tr.cells].map(c => c.textContent.trim()))")
     assert len(rows) == len(epochs)
     for row, record in zip(rows, epochs):
-        epoch, test_loss, train_acc, test_acc = (numbers_in(cell)[0] for cell in row)
+        epoch, train_loss, test_loss, train_acc, test_acc = (numbers_in(cell)[0] for cell in row)
         assert epoch == record["epoch"]
+        assert train_loss == pytest.approx(record["train_eval_loss"], abs=0.0006)
         assert test_loss == pytest.approx(record["test_loss"], abs=0.0006)
-        assert train_acc == pytest.approx(100 * record["train_accuracy"], abs=0.06)
+        assert train_acc == pytest.approx(100 * record["train_eval_accuracy"], abs=0.06)
         assert test_acc == pytest.approx(100 * record["test_accuracy"], abs=0.06)
     assert_axe_clean(page, axe_source, "/train after a run, numbers open")
     # Turned into a phone: the confusion matrix and the numbers now scroll inside their boxes.

@@ -15,6 +15,7 @@ grid and answer.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -78,7 +79,16 @@ def train_default(page, base_url: str, dataset: str) -> None:
     page.goto(f"{base_url}/train?dataset={dataset}")
     page.wait_for_function("() => window.htmx !== undefined && document.readyState === 'complete'")
     page.locator("#train-start").click()
-    expect(page.locator("#train-live .train-status")).to_have_attribute("data-status", "done", timeout=180_000)
+    page.wait_for_url("**/train/jobs/*")
+    # The run page replays a fast run at a pace a class can follow (~10 s for digits); the
+    # model is what this test is about: wait for the job itself, then open its finished page.
+    job = page.url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 180
+    while page.request.get(f"{base_url}/api/train/{job}?records=false").json()["status"] != "done":
+        assert time.monotonic() < deadline, "the training did not finish in 180 s"
+        time.sleep(0.2)
+    page.reload()
+    expect(page.locator("#train-live .train-status")).to_have_attribute("data-status", "done")
 
 
 def _grid(text: str) -> np.ndarray:

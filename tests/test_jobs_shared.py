@@ -187,7 +187,9 @@ def test_a_worker_told_to_shut_down_stops_its_job_first(queues, workers, english
 
 
 def test_a_horse_that_ignores_the_stop_is_killed_after_the_grace(redis_url, workers, english):
-    web = RedisJobQueue(Settings(redis_url=redis_url, job_stop_grace_seconds=1))
+    # A stopped horse writes no heartbeat either: lost only long after the grace, so on a busy
+    # machine the kill's "stopped" is not overtaken by the lost-worker sweep's "failed".
+    web = RedisJobQueue(Settings(redis_url=redis_url, job_stop_grace_seconds=1, job_lost_seconds=30))
     alive(workers(), web.r)
     job = stepping(web, "a", web.submit("a", long_spec()).id)
     pid = int(web.r.hget(store.job_key(job.id), "pid"))

@@ -227,3 +227,34 @@ def test_unknown_jobs_404_and_jobs_without_a_model_409_with_a_message(client):
 def test_the_route_is_in_the_openapi_schema(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"200", "404", "409"} <= set(paths["/api/train/{job_id}/model.onnx"]["get"]["responses"])
+
+
+def test_deeper_designs_give_the_engines_probabilities(images):
+    """Two and three conv blocks (issue 14): random designs the form allows, with strides,
+    blocks without pooling and both pooling kinds, each exported and run by ONNX Runtime."""
+    from cnnlab.app.jobs import build_model
+
+    rng = np.random.default_rng(14)
+    checked = 0
+    while checked < 6:
+        blocks = int(rng.integers(2, 4))
+        fields = {"dataset": ("digits", "mnist")[checked % 2], "blocks": blocks, "seed": checked,
+                  "kernel": int(rng.integers(1, 6)), "padding": int(rng.integers(0, 3)),
+                  "stride": int(rng.integers(1, 3)), "pool_size": int(rng.integers(1, 3)),
+                  "pool": str(rng.choice(["max", "avg"])), "filters": int(rng.integers(1, 9)),
+                  "activation": ("relu", "sigmoid", "tanh", "leaky_relu")[checked % 4],
+                  "hidden": int(rng.choice([0, 9]))}
+        for b in range(2, blocks + 1):
+            fields.update({f"filters{b}": int(rng.integers(1, 9)), f"kernel{b}": int(rng.integers(1, 5)),
+                           f"padding{b}": int(rng.integers(0, 3)), f"stride{b}": int(rng.integers(1, 3)),
+                           f"pool{b}": str(rng.choice(["max", "avg"])), f"pool_size{b}": int(rng.integers(1, 3))})
+        try:
+            spec = TrainSpec(**fields)
+        except ValueError:  # a map would shrink below 1×1: the lab refuses it
+            continue
+        model = build_model(spec)
+        for name, p, _ in model.parameters():
+            if name.endswith(".b"):
+                p[...] = rng.normal(0, 0.2, p.shape)
+        assert_same(model, images[spec.dataset], full_check=checked < 2)
+        checked += 1

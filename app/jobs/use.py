@@ -23,7 +23,7 @@ from cnnlab.core.train_worker import filters_of, final_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_npz", "export_onnx", "load_npz", "predict", "MAX_MODEL_FILE_EXPANDED", "LOAD_EVAL_BATCH", "TRAINSPEC_KEY"]
+__all__ = ["export_npz", "export_onnx", "load_npz", "predict", "predict_input", "MAX_MODEL_FILE_EXPANDED", "LOAD_EVAL_BATCH", "TRAINSPEC_KEY"]
 
 # A .npz upload may expand to at most this many bytes (the largest lab model is 9 MB: app/budget.py).
 MAX_MODEL_FILE_EXPANDED = 16 * 1024 * 1024
@@ -80,6 +80,19 @@ def _resample(a: np.ndarray, n: int) -> np.ndarray:
     return weights @ a @ weights.T
 
 
+def predict_input(job: Job, model: Sequential, grid: Any = None,
+                  test_index: int | None = None) -> tuple[np.ndarray, int | None]:
+    """The image predict() classifies, (1, C, H, W), and its true label (test images only).
+    Raises ValueError for a bad grid or test index."""
+    if test_index is not None:
+        dataset = app_datasets.known_dataset(job.spec.dataset)  # an InputError 404 when it is gone
+        if not 0 <= test_index < len(dataset.y_test):
+            raise ValueError(gettext("The test image number must be between 0 and %(last)s.")
+                             % {"last": len(dataset.y_test) - 1})
+        return np.ascontiguousarray(dataset.x_test[test_index:test_index + 1]), int(dataset.y_test[test_index])
+    return _grid_array(grid, tuple(model.input_shape)), None
+
+
 def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: bool = True) -> dict[str, Any]:
     """Classify one image with the job's model (as trained so far).
 
@@ -91,17 +104,7 @@ def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: 
     model = job.model
     if model is None:
         raise JobStateError(gettext("This training has no model yet: wait until it starts."))
-    shape = tuple(model.input_shape)
-    true_label = None
-    if test_index is not None:
-        dataset = app_datasets.known_dataset(job.spec.dataset)  # an InputError 404 when it is gone
-        if not 0 <= test_index < len(dataset.y_test):
-            raise ValueError(gettext("The test image number must be between 0 and %(last)s.")
-                             % {"last": len(dataset.y_test) - 1})
-        x = np.ascontiguousarray(dataset.x_test[test_index:test_index + 1])
-        true_label = int(dataset.y_test[test_index])
-    else:
-        x = _grid_array(grid, shape)
+    x, true_label = predict_input(job, model, grid, test_index)
     outs = model.activations(x)
     p = softmax(outs[-1][0].astype(np.float64))
     out: dict[str, Any] = {"probabilities": p.tolist(), "label": int(p.argmax()),
@@ -109,9 +112,9 @@ def predict(job: Job, grid: Any = None, *, test_index: int | None = None, maps: 
     if true_label is not None:
         out["true_label"] = true_label
     if maps:
-        out["layers"] = [{"layer": layer.describe(), "shape": list(o.shape[1:]),
+        out["layers"] = [{"layer": layer.describe(), "shape": list(o.shape[1:]), "index": i,
                           "values": np.round(o[0].astype(np.float64), 4).tolist()}
-                         for layer, o in zip(model.layers, outs) if type(layer).__name__ != "Flatten"]
+                         for i, (layer, o) in enumerate(zip(model.layers, outs)) if type(layer).__name__ != "Flatten"]
     return out
 
 
@@ -226,7 +229,14 @@ def _spec_from_file(arch: dict, saved: dict, settings: Any = None) -> TrainSpec:
         if dataset is None or config.get("classes", 10) != 10:
             raise _bad_file(gettext("Its model is not for 8×8 digits or 28×28 MNIST images."))
     fields = {key: config[key] for key in ("filters", "kernel", "padding", "pool", "pool_size", "hidden",
-                                           "activation", "seed") if key in config}
+                                           "activation", "seed", "stride") if key in config}
+    blocks = config.get("blocks") or []
+    if isinstance(blocks, list) and blocks:  # a deeper model: its extra blocks as filters2 … pool_size3
+        fields["blocks"] = len(blocks) + 1
+        for number, block in enumerate(blocks, start=2):
+            if not isinstance(block, dict):
+                raise _bad_file(gettext("Its architecture is outside this lab's limits."))
+            fields.update({f"{key}{number}": value for key, value in block.items()})
     extra = {key: value for key, value in (saved if isinstance(saved, dict) else {}).items()
              if key in TrainSpec.model_fields and key not in fields and key != "dataset"}
     try:

@@ -44,8 +44,7 @@ from cnnlab.app.jobs.spec import TrainSpec, build_model, worker_job
 from cnnlab.app.settings import Settings
 from cnnlab.app.supervise import die_with_parent, exit_reason
 from cnnlab.core import train as core_train
-from cnnlab.core.optim import make_optimizer
-from cnnlab.core.train_worker import filters_of, final_metrics, job_dataset, lower_priority
+from cnnlab.core.train_worker import filters_of, final_metrics, job_dataset, job_optimizer, lower_priority
 
 __all__ = ["main", "train", "on_stopped"]
 
@@ -173,7 +172,7 @@ class Training:
         spec, plan = self.spec, worker_job(self.spec, Settings())  # a dataset of one's own: in the shared upload folder
         dataset, augment = job_dataset(plan)
         model = build_model(spec)
-        optimizer = make_optimizer(**plan["optimizer"])
+        optimizer = job_optimizer(plan)  # with its weight decay
         job = Job(self.session, spec, job_id=self.id)  # keeps the curve as the in-process queue does
         job.metrics.update({"n_train": len(dataset.y_train), "n_params": model.n_params})
         self.began = time.monotonic()

@@ -42,6 +42,7 @@ from cnnlab.app.guards import page_status
 from cnnlab.app.i18n import gettext as _
 from cnnlab.app.lesson import nav_context
 from cnnlab.app.ratelimit import limit
+from cnnlab.app.receptive_view import field_view
 from cnnlab.app.settings import Settings, get_settings
 from cnnlab.app.templating import add_vary, render, wants_fragment
 from cnnlab.app.uploads import page_state, picture_chosen, read_upload_form, store_upload
@@ -49,6 +50,8 @@ from cnnlab.core import numfmt
 from cnnlab.core import pipeline as engine
 from cnnlab.core.conv import format_number
 from cnnlab.core.datasets import load
+from cnnlab.core.layers import Activation, Conv2D, Pool2D
+from cnnlab.core.model import Sequential
 
 router = APIRouter(tags=["pipeline"])
 
@@ -234,6 +237,30 @@ def _vector(v: np.ndarray, kind: str | None, show: tuple | None) -> list[dict]:
 # ------------------------------------------------------------------------------ views
 
 
+# The lab's layers as a model, for their receptive fields (core/receptive.py): a clicked conv,
+# ReLU or pool cell's field is framed on the input (layer 0, 1, 2).
+FIELD_MODEL = Sequential([Conv2D(1, engine.FILTERS, engine.KERNEL, padding=engine.PADDING), Activation("relu"),
+                          Pool2D("max", engine.POOL)], input_shape=(1, 8, 8))
+FIELD_LAYERS = {"conv": 0, "relu": 1, "pool": 2}
+
+
+def shown_field(show: tuple | None) -> dict | None:
+    """The receptive field of the clicked conv / ReLU / pool cell (app/receptive_view.field_view)."""
+    if not show or show[0] not in FIELD_LAYERS:
+        return None
+    _k, _f, r, c = show
+    return field_view(FIELD_MODEL, FIELD_LAYERS[show[0]], r, c)
+
+
+def _field_edges(field: dict | None, r: int, c: int) -> str:
+    """CSS classes drawing the field's frame on input cell (r, c): fld (inside), fld-t/-b/-l/-r (its edges)."""
+    if field is None or not (field["top"] <= r <= field["bottom"] and field["left"] <= c <= field["right"]):
+        return ""
+    edges = [name for name, on in (("fld-t", r == field["top"]), ("fld-b", r == field["bottom"]),
+                                   ("fld-l", c == field["left"]), ("fld-r", c == field["right"])) if on]
+    return " ".join(["fld", *edges])
+
+
 def forward_view(p: engine.Pipeline, state: State) -> dict:
     w = p.weights
     F = w.w.shape[0]
@@ -257,8 +284,10 @@ def forward_view(p: engine.Pipeline, state: State) -> dict:
                           lambda r, c, f=f: {"window": (f, r, c) in pool_win}),
             "pool": _grid(p.pooled[f], "pool", f, show),
         })
+    field = shown_field(show)
     x_rows = [[{"text": short(v), "full": format_number(float(v)), "window": (r, c) in conv_win,
-                "shade": round(float(v) * 4)} for c, v in enumerate(row)] for r, row in enumerate(p.x[0])]
+                "shade": round(float(v) * 4), "field": _field_edges(field, r, c)}
+               for c, v in enumerate(row)] for r, row in enumerate(p.x[0])]
     return {"x": x_rows, "filters": filters, "h": _vector(p.h, None, show), "z": _vector(p.z, "logit", show),
             "q": _vector(p.q, "prob", show), "D": len(p.h), "F": F}
 
@@ -279,7 +308,7 @@ def explain_view(p: engine.Pipeline, show: tuple | None) -> dict | None:
     if show is None:
         return None
     kind = show[0]
-    view: dict[str, Any] = {"kind": kind, "addr": "-".join(str(v) for v in show)}
+    view: dict[str, Any] = {"kind": kind, "addr": "-".join(str(v) for v in show), "field": shown_field(show)}
     if kind == "conv":
         _k, f, r, c = show
         step = engine.explain_conv(p, f, r, c)

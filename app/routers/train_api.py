@@ -111,6 +111,83 @@ def list_jobs(request: Request) -> JobList:
     return JobList(jobs=[JobView(**job.snapshot()) for job in jobs])
 
 
+class DesignLayer(BaseModel):
+    index: int = Field(description="the layer's index in the model (0 = first)")
+    block: int = Field(description="its conv block: 1, 2 or 3; 0 for Flatten and the dense layers")
+    type: str = Field(description='"Conv2D" | "Activation" | "Pool2D" | "Flatten" | "Dense"')
+    name: str = Field(description="the layer's name in the page's language")
+    detail: str = Field(description='e.g. "16@3×3, padding 1", "max 2×2"')
+    shape: list[int] = Field(description="output shape without the batch axis: (C, H, W), or (D,) after Flatten")
+    shape_formula: str | None = Field(description=(
+        "conv and pooling: the side's formula ⌊(n + 2p − d·(k − 1) − 1)/s⌋ + 1 with its numbers; Flatten: C·H·W"))
+    params: int = Field(description="its parameters (weights and biases)")
+    params_formula: str | None = Field(description="conv: (k·k·C + 1)·F with its numbers; dense: (D + 1)·U; else null")
+
+
+class ReceptiveStep(BaseModel):
+    index: int
+    name: str
+    detail: str
+    k: int = Field(description="effective kernel (a conv's d·(k − 1) + 1, a pool's window; an activation: 1)")
+    s: int = Field(description="stride")
+    r_prev: int
+    j_prev: int
+    r: int = Field(description="r = r_prev + (k − 1)·j_prev")
+    j: int = Field(description="j = j_prev·s")
+    r_formula: str
+    j_formula: str
+
+
+class ReceptiveField(BaseModel):
+    layer: int = Field(description="index of the last convolution layer")
+    size: int = Field(description="r: side of the square of input pixels one of its cells sees")
+    jump: int = Field(description="j: input pixels between neighbouring cells")
+    steps: list[ReceptiveStep] = Field(description="how r and j grow, layer by layer up to it")
+
+
+class Design(BaseModel):
+    input_shape: list[int]
+    layers: list[DesignLayer]
+    total: int = Field(description="all the parameters")
+    total_formula: str | None = Field(description="the layers' counts added up, e.g. \"80 + 1 290 = 1 370\"")
+    receptive_field: ReceptiveField | None
+    spec: TrainSpec = Field(description="the checked setup, defaults filled in")
+
+
+def _design_parameters() -> list[dict[str, Any]]:
+    """The /train form's fields as query parameters of GET /api/train/design (as in /train's URL)."""
+    from cnnlab.app.routers import train_page
+
+    properties = TrainSpec.model_json_schema()["properties"]
+    out = []
+    for name in train_page.FIELDS:
+        if name in train_page.CHOICE_FIELDS and name != "dataset":
+            schema: dict[str, Any] = {"type": "string", "enum": list(train_page.CHOICE_FIELDS[name])}
+        else:
+            schema = {k: v for k, v in properties.get(name, {"type": "string"}).items()
+                      if k in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "enum")}
+        out.append({"name": name, "in": "query", "required": False, "schema": schema,
+                    "description": properties.get(name, {}).get("description", "")})
+    return out
+
+
+@router.get("/design", response_model=Design, responses=api_errors(422),
+            openapi_extra={"parameters": _design_parameters()})
+def design_view(request: Request) -> Design:
+    """The design table of /train for a setup given as /train's URL fields (``?dataset=mnist&blocks=2&…``):
+    every layer's output shape and parameter count with the formula and its numbers, the total,
+    and the receptive field of the last convolution with its steps. A design that cannot work
+    (a map shrinking below 1×1: the message names the block and gives the formula with its
+    numbers) or a value out of range is refused with 422 in the page's language."""
+    from cnnlab.app.design import design
+    from cnnlab.app.routers.train_page import Setup
+
+    setup = Setup(request.query_params, settings_for(request.app))
+    if not setup.ok or setup.model is None:
+        raise InputError.of(setup.errors or {"architecture": _("This setup cannot be trained")})
+    return Design(**design(setup.model), spec=setup.spec)
+
+
 @router.post("/load", status_code=201, response_model=JobCreated, responses=LOAD_ERRORS)
 async def load(request: Request, file: Annotated[UploadFile, File(description="a .npz from weights.npz")]) -> JobCreated:
     """Load a saved model: a new, finished job whose model can predict."""
@@ -201,23 +278,28 @@ _GRID_SCHEMA = WithJsonSchema({"type": "array", "items": {"type": "array", "item
                                "description": "8×8 or 28×28 numbers, ink bright: 0..1 (as the datasets) or 0..255"})
 
 
-class PredictRequest(BaseModel):
+class ImageRequest(BaseModel):
+    """One image for a trained model: a drawing or a test image (predict, layers, why)."""
+
     model_config = ConfigDict(strict=True)
 
     grid: Annotated[list, _GRID_SCHEMA] | None = Field(None, description=(
         "the image, 8×8 or 28×28 (resampled to the model's size), ink bright on dark; values 0..1, or 0..255 "
         "grey levels when the largest is above 1"))
     test_index: int | None = Field(None, ge=0, description="instead of grid: an image of the dataset's test set")
-    maps: bool = Field(True, description="also return every layer's output (feature maps)")
 
     @model_validator(mode="after")
-    def _check(self) -> PredictRequest:
+    def _one_image(self) -> ImageRequest:
         if (self.grid is None) == (self.test_index is None):
             raise ValueError(_("Give either grid or test_index, not both."))
         if self.grid is not None:
             n = len(self.grid)
             _grid_array(self.grid, (1, n, n))
         return self
+
+
+class PredictRequest(ImageRequest):
+    maps: bool = Field(True, description="also return every layer's output (feature maps)")
 
 
 class LayerOutput(BaseModel):

@@ -47,6 +47,7 @@ from cnnlab.app import datasets as app_datasets
 from cnnlab.app import i18n, numbers
 from cnnlab.app import jobs as jobs_module
 from cnnlab.app.api_schema import page_errors, redirect
+from cnnlab.app.design import design as design_table
 from cnnlab.app.budget import model_file_limit
 from cnnlab.app.errors import InputError
 from cnnlab.app.eventstream import Event, event_stream
@@ -96,8 +97,22 @@ FIELD_LABELS = {
     "filters": N_("Filters"),
     "kernel": N_("Kernel size"),
     "padding": N_("Padding"),
+    "stride": N_("Stride"),
     "pool": N_("Pooling"),
     "pool_size": N_("Pool size"),
+    "blocks": N_("Conv blocks"),
+    "filters2": N_("Filters (block 2)"),
+    "kernel2": N_("Kernel size (block 2)"),
+    "padding2": N_("Padding (block 2)"),
+    "stride2": N_("Stride (block 2)"),
+    "pool2": N_("Pooling (block 2)"),
+    "pool_size2": N_("Pool size (block 2)"),
+    "filters3": N_("Filters (block 3)"),
+    "kernel3": N_("Kernel size (block 3)"),
+    "padding3": N_("Padding (block 3)"),
+    "stride3": N_("Stride (block 3)"),
+    "pool3": N_("Pooling (block 3)"),
+    "pool_size3": N_("Pool size (block 3)"),
     "hidden": N_("Hidden units"),
     "activation": N_("Activation"),
     "optimizer": N_("Optimizer"),
@@ -108,12 +123,34 @@ FIELD_LABELS = {
     "batch_size": N_("Batch size"),
     "epochs": N_("Epochs"),
     "seed": N_("Seed"),
+    "train_size": N_("Training images"),
+    "label_noise": N_("Label noise"),
+    "weight_decay": N_("Weight decay (L2)"),
+    "augment": N_("Augmentation"),
 }
-INT_FIELDS = ("filters", "kernel", "padding", "pool_size", "hidden", "batch_size", "epochs", "seed")
-FLOAT_FIELDS = ("lr", "momentum", "beta1", "beta2")
-CHOICE_FIELDS = {"dataset": DATASETS, "pool": POOLS, "activation": ACTIVATION_NAMES, "optimizer": OPTIMIZERS}
-FIELDS = ("dataset", "filters", "kernel", "padding", "pool", "pool_size", "hidden", "activation",
-          "optimizer", "lr", "momentum", "beta1", "beta2", "batch_size", "epochs", "seed")
+# The extra conv blocks' fields (TrainSpec's filters2 … pool_size3), block by block.
+BLOCK_FIELDS = {b: tuple(f"{key}{b}" for key in ("filters", "kernel", "padding", "stride", "pool", "pool_size"))
+                for b in (2, 3)}
+BLOCK_CHOICES = {1: N_("1 block"), 2: N_("2 blocks"), 3: N_("3 blocks")}
+# A ready design (the form's link "two conv blocks for MNIST"): conv 16@5×5 pad 2 → max 2 → conv
+# 32@3×3 pad 1 → max 2 → dense 64 → 10, Adam. ≥ 98 % held-out on the MNIST subset within 60 s on
+# two cores (benchmarks/bench_blocks.py; README "Speed"). With 8 and 16 filters it stays near 97.8 %.
+TWO_BLOCKS_MNIST = {"dataset": "mnist", "blocks": 2, "filters": 16, "kernel": 5, "padding": 2, "pool": "max",
+                    "pool_size": 2, "filters2": 32, "kernel2": 3, "padding2": 1, "pool2": "max", "pool_size2": 2,
+                    "hidden": 64, "activation": "relu", "optimizer": "adam", "lr": 0.003, "batch_size": 32,
+                    "epochs": 8, "lr_decay": 0.8}
+INT_FIELDS = ("filters", "kernel", "padding", "stride", "pool_size", "blocks", "hidden", "batch_size", "epochs",
+              "seed", *(name for names in BLOCK_FIELDS.values() for name in names if not name.startswith("pool")),
+              "pool_size2", "pool_size3", "train_size")
+FLOAT_FIELDS = ("lr", "momentum", "beta1", "beta2", "label_noise", "weight_decay")
+# The overfitting lab's fields (TrainSpec's train_size, label_noise, weight_decay, augment).
+OVERFIT_FIELDS = ("train_size", "label_noise", "weight_decay", "augment")
+AUGMENT_CHOICES = {"on": N_("With augmentation"), "off": N_("Without augmentation")}
+CHOICE_FIELDS = {"dataset": DATASETS, "pool": POOLS, "activation": ACTIVATION_NAMES, "optimizer": OPTIMIZERS,
+                 "pool2": POOLS, "pool3": POOLS, "augment": AUGMENT_CHOICES}
+FIELDS = ("dataset", "filters", "kernel", "padding", "stride", "pool", "pool_size", "blocks",
+          *BLOCK_FIELDS[2], *BLOCK_FIELDS[3], "hidden", "activation",
+          "optimizer", "lr", "momentum", "beta1", "beta2", "batch_size", "epochs", "seed", *OVERFIT_FIELDS)
 
 
 # ============================================================================== setup
@@ -121,7 +158,10 @@ FIELDS = ("dataset", "filters", "kernel", "padding", "pool", "pool_size", "hidde
 
 def defaults(dataset: str) -> dict[str, Any]:
     """The form's values for ``dataset`` from core.train.DEFAULTS, in FIELDS order."""
-    d = {"dataset": dataset, **jobs_module.dataset_defaults(dataset)}
+    # Fields without a per-dataset default (the extra blocks', stride): TrainSpec's own default.
+    d = {**{name: field.default for name, field in jobs_module.TrainSpec.model_fields.items()},
+         "dataset": dataset, **jobs_module.dataset_defaults(dataset)}
+    d["augment"] = "on" if d["augment"] else "off"  # the form's choice (TrainSpec: a bool)
     return {name: d[name] for name in FIELDS}
 
 
@@ -209,6 +249,8 @@ def spec_or_errors(values: Mapping[str, Any], errors: dict[str, str], settings: 
 def spec_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     """The form's values as TrainSpec fields (only the optimizer's own hyperparameters)."""
     fields = {k: values[k] for k in FIELDS if k not in ("momentum", "beta1", "beta2")}
+    if isinstance(fields.get("augment"), str):
+        fields["augment"] = fields["augment"] == "on"
     if values["optimizer"] == "momentum":
         fields["momentum"] = values["momentum"]
     if values["optimizer"] == "adam":
@@ -235,6 +277,8 @@ def field_message(name: str, err: Mapping[str, Any]) -> str:
     label = _(FIELD_LABELS[name]) if name in FIELD_LABELS else name
     low, high = bounds(name)
     kind = err.get("type", "")
+    if kind == "value_error" and (err.get("ctx") or {}).get("error"):  # our validators' own sentence
+        return str(err["ctx"]["error"])
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and low is not None and high is not None:
         if kind == "greater_than" or (kind == "less_than" and isinstance(high, float)):
             return _("%(field)s must be more than %(min)s and at most %(max)s.") % {
@@ -299,6 +343,11 @@ def setup_context(setup: Setup) -> dict[str, Any]:
         "setup_label": run_label(v),
         "input_shape": "×".join(str(d) for d in datasets_shape(setup.dataset)),
         "n_params": setup.model.n_params if setup.model is not None else None,
+        "design": design_table(setup.model) if setup.model is not None else None,
+        "block_choices": [(b, _(label)) for b, label in BLOCK_CHOICES.items()],
+        "block_fields": BLOCK_FIELDS,
+        "two_blocks_url": "/train?" + urlencode({k: _fmt(v) for k, v in TWO_BLOCKS_MNIST.items()}),
+        "train_count": jobs_module.spec.train_count(setup.dataset, setup.settings),
     }
 
 
@@ -367,14 +416,28 @@ def _epoch_x(r: Mapping[str, Any]) -> float:
 
 
 def run_series(records: list[Mapping[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    """The lines of one run: batch loss, held-out loss, train and held-out accuracy (per epoch)."""
-    batch_loss = [(_epoch_x(r), r["loss"]) for r in records
-                  if r.get("kind") == "batch" and r.get("loss") is not None and math.isfinite(r["loss"])]
+    """The lines of one run, per epoch: training loss and accuracy measured at each epoch's end
+    on the training images as trained (their labels, no augmentation: core.train's
+    train_eval_*), the same measure as the held-out loss and accuracy beside them, so the
+    gap between the lines is exact. Records without that measure (runs saved before it):
+    the batch loss and the epoch's running training accuracy."""
     epochs = [r for r in records if r.get("kind") == "epoch"]
+    if any("train_eval_accuracy" in r for r in records):  # every record of a run has the key (None in batches)
+        measured = [r for r in epochs if r.get("train_eval_accuracy") is not None]
+        loss = [(r["epoch"], r["train_eval_loss"]) for r in measured
+                if r.get("train_eval_loss") is not None and math.isfinite(r["train_eval_loss"])]
+        train_accuracy = [(r["epoch"], r["train_eval_accuracy"]) for r in measured]
+    else:
+        loss = _thin([(_epoch_x(r), r["loss"]) for r in records
+                      if r.get("kind") == "batch" and r.get("loss") is not None and math.isfinite(r["loss"])])
+        train_accuracy = [(r["epoch"], r["train_accuracy"]) for r in epochs]
     return {
-        "loss": _thin(batch_loss),
+        "loss": loss,
+        # Every batch's loss as it trained: the line that moves during the first epoch.
+        "batch_loss": _thin([(_epoch_x(r), r["loss"]) for r in records if r.get("kind") == "batch"
+                             and r.get("loss") is not None and math.isfinite(r["loss"])]),
         "test_loss": [(r["epoch"], r["test_loss"]) for r in epochs if r.get("test_loss") is not None],
-        "train_accuracy": [(r["epoch"], r["train_accuracy"]) for r in epochs],
+        "train_accuracy": train_accuracy,
         "test_accuracy": [(r["epoch"], r["test_accuracy"]) for r in epochs if r.get("test_accuracy") is not None],
     }
 
@@ -397,6 +460,7 @@ def plots(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     x_max = max([run["epochs"] for run in runs] + [1])
     losses = [y for run in runs for key in ("loss", "test_loss") for _x, y in run["series"][key]]
+    losses += [y for _x, y in runs[0]["series"]["batch_loss"]] if runs else []
     loss_max = min(max(math.ceil(max(losses) * 2) / 2, 0.5), 5.0) if losses else 2.5
     inner_h = PLOT_H - PLOT_TOP - PLOT_BOTTOM
     inner_w = PLOT_W - PLOT_LEFT - PLOT_RIGHT
@@ -415,6 +479,9 @@ def plots(runs: list[dict[str, Any]]) -> dict[str, Any]:
         lines_loss.append({"run": i, "kind": "test", "colour": run["colour"], "points": _points(s["test_loss"], x_max, loss_max)})
         lines_acc.append({"run": i, "kind": "train", "colour": run["colour"], "points": _points(s["train_accuracy"], x_max, 1.0)})
         lines_acc.append({"run": i, "kind": "test", "colour": run["colour"], "points": _points(s["test_accuracy"], x_max, 1.0)})
+    if runs:  # the current run's batch losses, thin, under the measured lines (earlier runs' would crowd the plot)
+        lines_loss.append({"run": 0, "kind": "batch", "colour": runs[0]["colour"],
+                           "points": _points(runs[0]["series"]["batch_loss"], x_max, loss_max)})
     frame = {"w": PLOT_W, "h": PLOT_H, "left": PLOT_LEFT, "right": PLOT_W - PLOT_RIGHT, "top": PLOT_TOP,
              "bottom": PLOT_H - PLOT_BOTTOM, "x_ticks": x_ticks}
     return {"frame": frame, "loss": {"lines": lines_loss, "ticks": loss_ticks},
@@ -440,9 +507,49 @@ def spec_value(spec: Any, name: str, default: Any = None) -> Any:
 
 def run_label(spec: Any) -> str:
     optimizer = spec_value(spec, "optimizer", "adam")
-    return _("%(optimizer)s, learning rate %(lr)s, seed %(seed)s") % {
+    label = _("%(optimizer)s, learning rate %(lr)s, seed %(seed)s") % {
         "optimizer": _(OPTIMIZERS.get(optimizer, optimizer)), "lr": numbers.num(float(spec_value(spec, "lr", 0.0)), 6),
         "seed": spec_value(spec, "seed", 0)}
+    return " · ".join([label, *overfit_label_parts(spec)])
+
+
+def overfit_label_parts(spec: Any) -> list[str]:
+    """The overfitting lab's settings that differ from the defaults, for telling runs apart:
+    "100 images", "30 % noise", "L2 0.001", "no augmentation" (or "with augmentation")."""
+    parts = []
+    size = spec_value(spec, "train_size", 0) or 0
+    if size:
+        parts.append(_("%(n)s images") % {"n": numbers.count(size)})
+    noise = spec_value(spec, "label_noise", 0.0) or 0.0
+    if noise:
+        parts.append(_("%(share)s noise") % {"share": numbers.pct(noise, 0 if round(noise * 100, 6).is_integer() else 1)})
+    decay = spec_value(spec, "weight_decay", 0.0) or 0.0
+    if decay:
+        parts.append(_("L2 %(wd)s") % {"wd": numbers.num(decay, 6)})
+    augment = spec_value(spec, "augment")
+    if isinstance(augment, str):
+        augment = augment == "on"
+    dataset = spec_value(spec, "dataset", "digits")
+    try:
+        default = bool(jobs_module.dataset_defaults(dataset)["augment"])
+    except (KeyError, TypeError):
+        default = augment
+    if augment is not None and augment != default:
+        parts.append(_("with augmentation") if augment else _("no augmentation"))
+    return parts
+
+
+def run_gap(records: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The generalisation gap at the last epoch of ``records`` measured on the training
+    images as trained: {"epoch", "train", "test", "points"} (accuracies and train − held-out
+    in percentage points, as text), or None before the first epoch's end."""
+    for r in reversed(records):
+        if r.get("kind") == "epoch" and r.get("train_eval_accuracy") is not None and r.get("test_accuracy") is not None:
+            points = 100 * (r["train_eval_accuracy"] - r["test_accuracy"])
+            return {"epoch": r["epoch"], "train": numbers.pct(r["train_eval_accuracy"]),
+                    "test": numbers.pct(r["test_accuracy"]), "value": points,
+                    "points": _("%(points)s points") % {"points": numbers.num(points, 1, trim=False)}}
+    return None
 
 
 def _percent(value: float | None) -> str | None:
@@ -573,8 +680,9 @@ def compare_runs(request: Request, job, view: View) -> list[dict[str, Any]]:
     others = others[-COMPARE_RUNS:][::-1]
     runs = []
     for i, j in enumerate([job] + others):
+        records = view.records if j is job else j.records
         runs.append({"id": j.id, "label": run_label(j.spec), "colour": RUN_COLOURS[i % len(RUN_COLOURS)],
-                     "series": run_series(view.records if j is job else j.records),
+                     "series": run_series(records), "gap": run_gap(records),
                      "epochs": int(spec_value(j.spec, "epochs", 1)), "current": j is job})
     return runs
 
@@ -606,11 +714,16 @@ def live_context(request: Request, job, upto: int | None = None) -> dict[str, An
         "finished": finished,
         "progress": progress_context(job, view),
         "runs": runs,
+        "gap": runs[0]["gap"] if runs else None,
         "plots": plots(runs),
         "filters": filter_pictures(job.filters),
         "sample": sample_maps(job),
         "test_accuracy": _percent(metrics.get("test_accuracy")),
-        "train_accuracy": _percent(metrics.get("train_accuracy")),
+        # Once an epoch has ended: measured on the training images as trained, like the held-out one
+        # (the gap's numbers); before, the running share of the first epoch's batches.
+        "train_accuracy": _percent(next((r["train_eval_accuracy"] for r in reversed(view.records)
+                                         if r.get("kind") == "epoch" and r.get("train_eval_accuracy") is not None),
+                                        metrics.get("train_accuracy"))),
         "images_per_second": metrics.get("images_per_second"),
         "confusion": (confusion_context(metrics.get("confusion"), label_names(request, spec_value(job.spec, "dataset")))
                       if finished else None),
@@ -852,9 +965,12 @@ def map_pictures(layer: Mapping[str, Any]) -> list[str]:
 
 
 def prediction_context(result: Mapping[str, Any], dataset: str, labels: list[str],
-                       names: list[str] | None = None) -> dict[str, Any]:
+                       names: list[str] | None = None, *, job_id: str | None = None,
+                       hidden: Mapping[str, str] | None = None, filters: Any = None) -> dict[str, Any]:
     """``labels``: the shown layers' names (shown_layer_labels), in the order of result["layers"];
-    ``names``: what each class is called (the digits when None)."""
+    ``names``: what each class is called (the digits when None). With ``job_id``, the maps and the
+    first layer's ``filters`` (F, C, k, k) are buttons that open one enlarged (app/routers/train_inside.py),
+    for the image in ``hidden`` ({"grid": …} or {"test_index": …})."""
     probabilities = [float(p) for p in result["probabilities"]]
     label = int(result["label"])
     names = names or [str(d) for d in range(len(probabilities))]
@@ -866,13 +982,15 @@ def prediction_context(result: Mapping[str, Any], dataset: str, labels: list[str
         values = np.asarray(layer["values"])
         if values.ndim != 3:
             continue
-        maps.append({"layer": name, "shape": "×".join(str(d) for d in layer["shape"]),
+        maps.append({"layer": name, "shape": "×".join(str(d) for d in layer["shape"]), "index": layer.get("index"),
                      "pictures": map_pictures(layer), "ranges": map_ranges(layer)})
     true_label = result.get("true_label")
     return {"bars": bars, "label": label, "label_name": _name(names, label), "true_label": true_label,
             "true_name": _name(names, int(true_label)) if true_label is not None else None,
             "input": png_data_uri(np.asarray(result["input"]), False), "maps": maps,
-            "test_index": result.get("test_index"), "own": app_datasets.is_dataset_id(dataset)}
+            "test_index": result.get("test_index"), "own": app_datasets.is_dataset_id(dataset),
+            "job_id": job_id, "hidden": dict(hidden or {}),
+            "filters": filter_pictures(filters) if job_id and filters is not None else []}
 
 
 @router.post("/train/jobs/{job_id}/predict", name="train_predict", response_class=HTMLResponse,
@@ -899,8 +1017,11 @@ async def train_predict(request: Request, job_id: str) -> Response:
             result = jobs_module.predict(job, grid, test_index=test_index)  # a JobError answers itself
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        hidden = {"test_index": str(test_index)} if test_index is not None else {"grid": str(form.get("grid") or "")}
+        first = next((layer for layer in job.model.layers if type(layer).__name__ == "Conv2D"), None)
         ctx = prediction_context({**result, "test_index": test_index}, dataset, shown_layer_labels(job.model),
-                                 label_names(request, dataset))
+                                 label_names(request, dataset), job_id=job.id, hidden=hidden,
+                                 filters=None if first is None else first.params["w"].tolist())
         return render(request, "_train_prediction.html", ctx, fragment=None)
 
     return await run_in_threadpool(make)

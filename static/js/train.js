@@ -1,6 +1,7 @@
 /* CNN Lab: the small behaviour of /train that is not htmx's.
  *
  * - The optimizer's own fields (momentum; Adam's β₁, β₂) show only for that optimizer.
+ * - The extra conv blocks' fields (block 2, block 3) show only for the chosen number of blocks.
  * - The Stop button hides once the run has ended (the live part, streamed by server-sent
  *   events through htmx's SSE extension, says so with data-status), or once its stream has
  *   ended without it (the server stopped, or no longer has the run: data-stream-ended).
@@ -21,6 +22,15 @@
     });
   }
 
+  function showBlockFields(form) {
+    var select = form.querySelector("select[name=blocks]");
+    if (!select) return;
+    var count = parseInt(select.value, 10) || 1;
+    form.querySelectorAll(".train-block[data-block]").forEach(function (block) {
+      block.hidden = parseInt(block.dataset.block, 10) > count;
+    });
+  }
+
   function syncStop() {
     var status = document.querySelector("#train-live .train-status");
     var ended = document.querySelector("#train-live [data-stream-ended]");
@@ -33,6 +43,9 @@
   document.addEventListener("change", function (event) {
     if (event.target.name === "optimizer") {
       showOptimizerFields(event.target.form);
+    }
+    if (event.target.name === "blocks") {
+      showBlockFields(event.target.form);
     }
   });
 
