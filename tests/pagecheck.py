@@ -140,6 +140,19 @@ def assert_on_first_screen(page, selector: str, min_font_px: float | None = None
     assert found == [], f"{selector}: " + "; ".join(found)
 
 
+def draw_stroke(page) -> None:
+    """A "1" on /train's pad: one stroke down the middle, by the mouse."""
+    pad = page.locator("#train-pad")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.5 * w, y + 0.15 * h)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x + 0.5 * w, y + (0.15 + 0.07 * i) * h)
+    page.mouse.up()
+
+
 def goto(page, url: str) -> None:
     """Open ``url`` and wait until its deferred scripts (htmx among them) have run."""
     page.goto(url)

@@ -8,8 +8,8 @@ Screenshots go to the shots folder (layers-*.png).
 
 from __future__ import annotations
 
-from pagecheck import (assert_axe_clean, assert_clean, assert_on_first_screen, goto, no_horizontal_scroll, projector_on,
-                       save_shot)
+from pagecheck import (assert_axe_clean, assert_clean, assert_on_first_screen, draw_stroke, goto, no_horizontal_scroll,
+                       projector_on, save_shot)
 from playwright.sync_api import expect
 
 SHORT_RUN = "/train?dataset=digits&epochs=1"
@@ -38,18 +38,6 @@ def expected_box(row: int, col: int) -> tuple[int, int, int, int]:
         return max(2 * i - 1, 0), min(2 * i + 2, 7)
     (t, b), (left, r) = axis(row), axis(col)
     return t, left, b, r
-
-
-def draw_stroke(page) -> None:
-    pad = page.locator("#train-pad")
-    pad.scroll_into_view_if_needed()
-    box = pad.bounding_box()
-    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
-    page.mouse.move(x + 0.5 * w, y + 0.15 * h)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x + 0.5 * w, y + (0.15 + 0.07 * i) * h)
-    page.mouse.up()
 
 
 def test_a_map_opens_and_a_cell_is_framed_on_the_input(page, live_server, shots_dir, axe_source):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from pagecheck import assert_clean, no_horizontal_scroll, save_shot
+from pagecheck import assert_clean, draw_stroke, no_horizontal_scroll, save_shot
 from playwright.sync_api import expect
 
 # Long enough to see it move: the page replays a fast run at ≥ 0.6 s per epoch.
@@ -43,19 +43,6 @@ def start(page) -> None:
 
 def wait_finished(page, status: str = "done") -> None:
     expect(page.locator("#train-live .train-status")).to_have_attribute("data-status", status, timeout=60_000)
-
-
-def draw_stroke(page) -> None:
-    pad = page.locator("#train-pad")
-    pad.scroll_into_view_if_needed()
-    box = pad.bounding_box()
-    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
-    # A "1": one stroke down the middle.
-    page.mouse.move(x + 0.5 * w, y + 0.15 * h)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x + 0.5 * w, y + (0.15 + 0.07 * i) * h)
-    page.mouse.up()
 
 
 def displayed_probabilities(page) -> list[float]:
