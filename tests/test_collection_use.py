@@ -15,6 +15,7 @@ from PIL import Image
 
 from cnnlab.app.classroom import collection_use as use
 from cnnlab.app.errors import InputError
+from cnnlab.core import datasets as core_datasets
 
 LABELS = ["círculo", "cruz", "a/b: ..", "CON", "A/B"]
 
@@ -120,10 +121,7 @@ def test_npz_round_trip(collection):
     assert images.dtype == np.uint8 and images.shape == (len(kept), 28, 28)
     assert labels.tolist() == [d.label for d in kept]
     assert [im.tobytes() for im in images] == [d.grid for d in kept]
-    datasets = pytest.importorskip("cnnlab.core.datasets")
-    if not hasattr(datasets, "load_file"):
-        pytest.skip("core.datasets.load_file not written yet")
-    ds = datasets.load_file(io.BytesIO(data), name="class")
+    ds = core_datasets.load_file(io.BytesIO(data), name="class")
     assert tuple(ds.label_names) == tuple(LABELS[:3])
     assert len(ds.y_train) + len(ds.y_test) == len(kept) and ds.image_shape == (1, 28, 28)
 

@@ -293,7 +293,7 @@ def test_two_block_training_steps_match_pytorch(dtype):
     against torch.nn with the same weights: the tiled max pool, the dx of the second conv
     (computed as a convolution) and the rest of the step. Blank margins in the pictures make
     tied windows (every cell = the bias, or 0 after ReLU)."""
-    torch = pytest.importorskip("torch")
+    import torch
     from cnnlab.core.optim import Adam
     rng = np.random.default_rng(14)
     layers = [Conv2D(1, 4, 3, padding=1, rng=rng), Activation("relu"), Pool2D("max", 2),

@@ -117,7 +117,7 @@ def test_weight_decay_is_the_gradient_of_the_l2_penalty_by_central_differences()
 @pytest.mark.parametrize("name, settings", [("sgd", {"lr": 0.1}), ("momentum", {"lr": 0.05, "momentum": 0.8}),
                                             ("adam", {"lr": 0.01, "beta1": 0.85, "beta2": 0.99})])
 def test_weight_decay_matches_pytorch_l2_with_biases_in_a_group_without_it(name, settings):
-    torch = pytest.importorskip("torch")
+    import torch
     wd = 0.03
     model = _small_model()
     ours = make_optimizer(name, **settings, weight_decay=wd)
@@ -143,7 +143,7 @@ def test_weight_decay_matches_pytorch_l2_with_biases_in_a_group_without_it(name,
 
 
 def test_the_decay_works_on_separate_arrays_too():
-    torch = pytest.importorskip("torch")
+    import torch
     rng = np.random.default_rng(2)
     arrays = {"0.w": rng.normal(size=(3, 4)), "0.b": rng.normal(size=4), "2.w": rng.normal(size=(4, 2))}
     grads = {n: np.zeros_like(a) for n, a in arrays.items()}
