@@ -358,3 +358,36 @@ def test_tiled_route_workspace_follows_shape_changes_and_strided_inputs():
     pool_forward(np.ones((1, 1, 4, 4), np.float32), "max", 2, workspace=ws)
     with pytest.raises(RuntimeError, match="later forward"):
         pool_backward(np.ones((1, 1, 2, 2), np.float32), stale)
+
+
+def test_tiled_route_same_bits_as_strided_route_and_rereads_a_reused_input(monkeypatch):
+    """The tiled route copies x's window columns into contiguous planes before comparing
+    (core/pool.py): outputs, picks and gradients keep the strided route's exact bits (signed
+    zeros included), and a layer's input buffer refilled in place between steps is read
+    afresh, not taken from the last step's copy."""
+    from cnnlab.core import pool
+    rng = np.random.default_rng(17)
+    for shape in ((64, 8, 28, 28), (32, 8, 8, 8), (3, 2, 7, 9), (2, 3, 5, 4)):
+        for dtype in (np.float32, np.float64):
+            signed_zeros = np.where(rng.random(shape) < 0.5, -0.0, 0.0).astype(dtype)
+            for x in tie_heavy_inputs(rng, shape, dtype) + [signed_zeros]:
+                Ho, Wo = shape[2] // 2, shape[3] // 2
+                dout = rng.standard_normal((shape[0], shape[1], Ho, Wo)).astype(dtype)
+                results = []
+                for tiled in (True, False):
+                    monkeypatch.setattr(pool, "_TILED", tiled)
+                    results.append(run_pool(x, "max", 2, 2, dout, Workspace())[:3])
+                (out, dx, picks), (out2, dx2, picks2) = results
+                label = f"{shape} {np.dtype(dtype).name}"
+                assert out.tobytes() == out2.tobytes(), label
+                assert dx.tobytes() == dx2.tobytes(), label
+                assert picks[0].tobytes() == picks2[0].tobytes() and picks[1].tobytes() == picks2[1].tobytes(), label
+    monkeypatch.setattr(pool, "_TILED", True)
+    ws, x = Workspace(), np.empty((4, 3, 8, 6), np.float32)
+    for trial in range(3):
+        x[...] = tie_heavy_inputs(rng, x.shape, np.float32)[trial]   # same buffer, new numbers
+        out, cache = pool_forward(x, "max", 2, workspace=ws)
+        assert cache.tiled is not None
+        dout = rng.integers(1, 9, out.shape).astype(np.float32)
+        np.testing.assert_array_equal(out, pool_forward_naive(x, "max", 2))
+        np.testing.assert_array_equal(pool_backward(dout, cache), max_pool_backward_by_definition(x, dout, 2, 2))
