@@ -30,7 +30,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from cnnlab.app.conv_view import NEGATIVE, POSITIVE, colourize
-from cnnlab.app.routers.train_page import png_data_uri
+from cnnlab.app.train_view import png_data_uri
 from cnnlab.core import kernels
 from cnnlab.core.conv import conv_forward_naive, conv_step
 

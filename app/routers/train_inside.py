@@ -29,8 +29,9 @@ from cnnlab.app.jobs.use import _snapshot, predict_input
 from cnnlab.app.layer_names import layer_label
 from cnnlab.app.receptive_view import field_view
 from cnnlab.app.routers.train_api import ImageRequest, _job
-from cnnlab.app.routers.train_page import datasets_shape, find_job, parse_grid, png_data_uri, spec_value
+from cnnlab.app.routers.train_page import datasets_shape, find_job, parse_grid, spec_value
 from cnnlab.app.templating import render
+from cnnlab.app.train_view import png_data_uri
 from cnnlab.core import numfmt
 from cnnlab.core.layers import Conv2D
 from cnnlab.core.losses import softmax
