@@ -20,8 +20,9 @@ from typing import Any
 from cnnlab.app.i18n import gettext as _
 from cnnlab.app.layer_names import LAYER_NAMES, layer_detail
 from cnnlab.app.numbers import count
+from cnnlab.app.receptive_view import step_formulas
 from cnnlab.core.conv import output_size_formula, resolve_padding
-from cnnlab.core.layers import Conv2D, Dense, Pool2D
+from cnnlab.core.layers import Conv2D, Dense, Flatten, Pool2D
 from cnnlab.core.receptive import field_steps
 
 __all__ = ["design", "conv_blocks_of"]
@@ -38,13 +39,13 @@ def conv_blocks_of(model) -> list[int]:
     for layer in model.layers:
         if isinstance(layer, Conv2D) and block >= 0:
             block += 1
-        elif type(layer).__name__ == "Flatten":
+        elif isinstance(layer, Flatten):
             block = -1
         numbers.append(max(block, 0))
     return numbers
 
 
-def _params_formula(layer, shape_in) -> str | None:
+def _params_formula(layer) -> str | None:
     if isinstance(layer, Conv2D):
         return (f"(k·k·C + 1)·F = ({layer.k}·{layer.k}·{layer.C} + 1)·{layer.F} = "
                 f"{count(layer.n_params)}")
@@ -64,7 +65,7 @@ def _shape_formula(layer, shape_in, shape_out) -> str | None:
         n = shape_in[1]
         stride = layer.stride or layer.size
         return output_size_formula(n, layer.size, stride, 0)
-    if type(layer).__name__ == "Flatten" and len(shape_in) == 3:
+    if isinstance(layer, Flatten) and len(shape_in) == 3:
         return f"{'·'.join(str(d) for d in shape_in)} = {count(math.prod(shape_in))}"
     return None
 
@@ -90,7 +91,7 @@ def design(model, input_shape=None) -> dict[str, Any]:
             "index": i, "block": blocks[i], "type": kind, "name": _(LAYER_NAMES.get(kind, kind)),
             "detail": layer_detail(layer.spec()), "shape": list(out),
             "shape_formula": _shape_formula(layer, shape_in, out),
-            "params": layer.n_params, "params_formula": _params_formula(layer, shape_in)})
+            "params": layer.n_params, "params_formula": _params_formula(layer)})
         shape_in = out
     counted = [row["params"] for row in layers if row["params"]]
     total = model.n_params
@@ -103,12 +104,11 @@ def design(model, input_shape=None) -> dict[str, Any]:
         for step in field_steps(model, last, shape):
             layer = model.layers[step["index"]]
             kind = type(layer).__name__
+            r_formula, j_formula = step_formulas(step)
             steps.append({
                 "index": step["index"], "name": _(LAYER_NAMES.get(kind, kind)), "detail": layer_detail(layer.spec()),
                 "k": step["k"], "s": step["s"], "r_prev": step["r_prev"], "j_prev": step["j_prev"],
-                "r": step["r"], "j": step["j"],
-                "r_formula": f"{step['r_prev']} + ({step['k']} − 1)·{step['j_prev']} = {step['r']}",
-                "j_formula": f"{step['j_prev']}·{step['s']} = {step['j']}"})
+                "r": step["r"], "j": step["j"], "r_formula": r_formula, "j_formula": j_formula})
         field = {"layer": last, "size": steps[-1]["r"], "jump": steps[-1]["j"], "steps": steps}
     return {"input_shape": list(shape), "layers": layers, "total": total, "total_formula": total_formula,
             "receptive_field": field}

@@ -10,9 +10,16 @@ from cnnlab.app.i18n import gettext as _
 from cnnlab.app.layer_names import layer_label
 from cnnlab.core.receptive import cell_box, field_steps, layer_fields
 
-__all__ = ["field_view", "step_texts"]
+__all__ = ["field_view", "step_formulas", "step_texts"]
 
 MINUS, DOT = "\u2212", "\u00b7"
+
+
+def step_formulas(step: dict[str, Any]) -> tuple[str, str]:
+    """One of core.receptive.field_steps' steps as its two formulas' right-hand sides:
+    ("1 + (3 − 1)·1 = 3", "1·1 = 1")."""
+    return (f"{step['r_prev']} + ({step['k']} {MINUS} 1){DOT}{step['j_prev']} = {step['r']}",
+            f"{step['j_prev']}{DOT}{step['s']} = {step['j']}")
 
 
 def step_texts(model, layer: int) -> list[dict[str, Any]]:
@@ -27,9 +34,9 @@ def step_texts(model, layer: int) -> list[dict[str, Any]]:
             note = _("the window is the whole map")
         elif s["kind"] == "activation":
             note = _("cell by cell: k = 1, s = 1")
+        r_formula, j_formula = step_formulas(s)
         out.append({"index": s["index"], "layer": layer_label(model.layers[s["index"]].spec()),
-                    "r": f"r = {s['r_prev']} + ({s['k']} {MINUS} 1){DOT}{s['j_prev']} = {s['r']}",
-                    "j": f"j = {s['j_prev']}{DOT}{s['s']} = {s['j']}", "note": note,
+                    "r": f"r = {r_formula}", "j": f"j = {j_formula}", "note": note,
                     "k": s["k"], "s": s["s"], "r_value": s["r"], "j_value": s["j"]})
     return out
 

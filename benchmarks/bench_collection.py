@@ -76,11 +76,11 @@ from cnnlab.app.settings import Settings
 from bench_scale import (
     Fleet,
     addresses,
-    body_chunks,
     cpu_seconds,
     http_open,
     machine_busy,
     pct,
+    sse_events,
 )
 from cnnlab.app.classroom.collection import grid_bytes
 
@@ -136,23 +136,10 @@ class Stream:
         return r, headers
 
     async def read(self, r: asyncio.StreamReader, headers) -> None:
-        rest, name, data = b"", None, []
         try:
-            async for chunk in body_chunks(r, headers):
-                now = time.monotonic()
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                for raw in lines:
-                    line = raw.rstrip(b"\r")
-                    if line.startswith(b"event:"):
-                        name = line[6:].strip().decode()
-                    elif line.startswith(b"data:"):
-                        data.append(line[5:].removeprefix(b" "))
-                    elif not line:
-                        if name:
-                            self.events += 1
-                            self.on_event(name, b"\n".join(data), now)
-                        name, data = None, []
+            async for name, data, arrived in sse_events(r, headers):
+                self.events += 1
+                self.on_event(name, b"\n".join(data), arrived)
             if not self.stopping[0]:
                 self.errors.append(f"{self.label}: the stream ended")
         except asyncio.CancelledError:

@@ -170,6 +170,26 @@ async def body_chunks(reader: asyncio.StreamReader, headers: list[tuple[str, str
             yield chunk
 
 
+async def sse_events(reader: asyncio.StreamReader, headers: list[tuple[str, str]]):
+    """A server-sent event stream's events as (name, data lines, monotonic time its chunk
+    arrived); events without a name are skipped. Ends when the stream does."""
+    rest, name, data = b"", None, []
+    async for chunk in body_chunks(reader, headers):
+        now = time.monotonic()
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if line.startswith(b"event:"):
+                name = line[6:].strip().decode()
+            elif line.startswith(b"data:"):
+                data.append(line[5:].removeprefix(b" "))
+            elif not line:
+                if name:
+                    yield name, data, now
+                name, data = None, []
+
+
 class Followers:
     """Run in a client process: ``count`` followers; arrivals[i] = {view: monotonic time}."""
 
@@ -222,25 +242,14 @@ class Followers:
         finally:
             opened.set()
         arrivals = self.arrivals[i]
-        rest, name, data = b"", None, []
         try:
-            async for chunk in body_chunks(r, headers):
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                for raw in lines:
-                    line = raw.rstrip(b"\r")
-                    if line.startswith(b"event:"):
-                        name = line[6:].strip().decode()
-                    elif line.startswith(b"data:"):
-                        data.append(line[5:].removeprefix(b" "))
-                    elif not line:
-                        if name == "view" and data:
-                            arrivals.setdefault(data[0].decode(), time.monotonic())
-                        elif name == "stepper":
-                            self.steppers += 1
-                        elif name == "closed":
-                            self.error(f"follower {g}: the class was closed")
-                        name, data = None, []
+            async for name, data, arrived in sse_events(r, headers):
+                if name == "view" and data:
+                    arrivals.setdefault(data[0].decode(), arrived)
+                elif name == "stepper":
+                    self.steppers += 1
+                elif name == "closed":
+                    self.error(f"follower {g}: the class was closed")
             self.error(f"follower {g}: the stream ended")
         except asyncio.CancelledError:
             raise

@@ -35,8 +35,10 @@ __all__ = [
     "grad_cam",
     "grad_cam_layer",
     "gradient_times_input",
+    "gradient_times_input_of",
     "probabilities",
     "saliency",
+    "saliency_of",
     "scores",
     "upsample_bilinear",
 ]
@@ -97,12 +99,22 @@ def class_score_gradient(model, x, k):
 def saliency(model, x, k):
     """|∂z_k/∂x| (H, W): the largest over the input's channels."""
     _score, dx = class_score_gradient(model, x, k)
-    return np.abs(dx[0]).max(axis=0)
+    return saliency_of(dx)
 
 
 def gradient_times_input(model, x, k):
     """Σ_c x · ∂z_k/∂x (H, W): signed, what each pixel's own value adds along the gradient."""
     _score, dx = class_score_gradient(model, x, k)
+    return gradient_times_input_of(x, dx)
+
+
+def saliency_of(dx):
+    """saliency's map from a gradient dx (1, C, H, W) already computed."""
+    return np.abs(dx[0]).max(axis=0)
+
+
+def gradient_times_input_of(x, dx):
+    """gradient_times_input's map from the image x and its gradient dx, both (1, C, H, W)."""
     return (dx[0] * x[0]).sum(axis=0)
 
 

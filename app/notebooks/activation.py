@@ -1,7 +1,7 @@
 """The notebook of /activation: the page's feature map through the chosen activation function.
 
-It reads the page's query with the page's own parsing (``read_source``, ``read_activation_fn``,
-``activation_input``), so a state the page refuses is refused here with the same message. The
+It reads the page's query with the page's own parsing (``activation_numbers``, as the JSON twin
+does), so a state the page refuses is refused here with the same message. The
 notebook holds the page's input map as a literal (whatever its source: the example, the slides'
 matrix, a typed grid or /conv's feature map), adds the page's bias when the page added one,
 computes the first value by hand, the whole map with NumPy, then with the engine
@@ -16,12 +16,10 @@ import nbformat
 from starlette.requests import Request
 
 from cnnlab.app import numbers
-from cnnlab.app.errors import InputError
 from cnnlab.app.i18n import gettext as _
 from cnnlab.app.layer_names import activation_name
 from cnnlab.app.notebooks.cells import Notebook, literal
-from cnnlab.app.routers.lesson_pages import (EXAMPLE_ACTIVATION, INPUTS, LEAKY_ALPHA, _apply, activation_input,
-                                             read_activation_fn, read_source)
+from cnnlab.app.routers.lesson_pages import INPUTS, LEAKY_ALPHA, activation_numbers
 from cnnlab.core.conv import format_number
 
 __all__ = ["build"]
@@ -52,15 +50,8 @@ WHOLE = {
 
 
 def build(request: Request) -> nbformat.NotebookNode:
-    raw = request.query_params
-    errors: dict[str, str] = {}
-    src = read_source(raw, request, EXAMPLE_ACTIVATION, errors)
-    fn = read_activation_fn(raw, errors)
-    if errors:  # read_source leaves x None only with a message
-        raise InputError.of(errors)
     # The page's numbers, computed as the page computes them.
-    x, bias = activation_input(src)
-    y = _apply(fn, x)
+    src, fn, x, bias, y = activation_numbers(request)
     name = activation_name(fn)
     pairs = list(src.pairs) + ([("fn", fn)] if fn != "relu" else [])
 

@@ -455,6 +455,19 @@ def activation_input(src: Source) -> tuple[np.ndarray, int | None]:
     return x, None
 
 
+def activation_numbers(request: Request) -> tuple[Source, str, np.ndarray, int | None, np.ndarray]:
+    """/activation's state and numbers, for its JSON twin and its notebook: (source, fn, the map
+    with the page's bias, that bias, the function's output); an InputError with the page's
+    messages for a state the page refuses."""
+    errors: dict[str, str] = {}
+    src = read_source(request.query_params, request, EXAMPLE_ACTIVATION, errors)
+    fn = read_activation_fn(request.query_params, errors)
+    if errors:  # read_source leaves x None only with a message
+        raise InputError.of(errors)
+    x, bias = activation_input(src)
+    return src, fn, x, bias, _apply(fn, x)
+
+
 @router.get("/activation", name="activation", response_class=HTMLResponse, responses=page_errors(422))
 def activation(request: Request) -> Response:
     """Activation functions on a feature map: input parameters (see the module) and
@@ -513,14 +526,7 @@ def api_activation(request: Request) -> JSONResponse:
     """JSON twin of /activation (the same parameters): the map the function is applied to (with
     the bias the page adds to a map without negatives), the function's output, and the counts
     the page shows."""
-    raw = request.query_params
-    errors: dict[str, str] = {}
-    src = read_source(raw, request, EXAMPLE_ACTIVATION, errors)
-    fn = read_activation_fn(raw, errors)
-    if errors:  # read_source leaves x None only with a message
-        raise InputError.of(errors)
-    x, bias = activation_input(src)
-    y = _apply(fn, x)
+    src, fn, x, bias, y = activation_numbers(request)
     return JSONResponse({"fn": fn, "alpha": LEAKY_ALPHA if fn == "leaky_relu" else None, "bias": bias,
                          "input": x.tolist(), "output": y.tolist(),
                          "negatives": int((x < 0).sum()), "zeros_after": int((y == 0).sum())})

@@ -40,6 +40,7 @@ from cnnlab.app.routers.train_page import (
 )
 from cnnlab.app.templating import render
 from cnnlab.core import explain, numfmt
+from cnnlab.core.losses import softmax
 from fastapi import APIRouter, Request
 from markupsafe import Markup
 from PIL import Image
@@ -121,7 +122,7 @@ def explain_image(job: Job, grid: Any = None, test_index: int | None = None, *, 
     z = explain.scores(model, x)
     K = z.shape[0]
     names = names if names and len(names) == K else [str(k) for k in range(K)]
-    p = explain.probabilities(model, x)
+    p = softmax(z.astype(np.float64))  # explain.probabilities without a second forward pass
     label = int(p.argmax())
     if target is None or target == "":
         target = label
@@ -139,9 +140,9 @@ def explain_image(job: Job, grid: Any = None, test_index: int | None = None, *, 
         out["true_label"] = true_label
     cam = None
     if method == "saliency":
-        heat = np.abs(dx[0]).max(axis=0)
+        heat = explain.saliency_of(dx)
     elif method == "gradient_input":
-        heat = (dx[0] * x[0]).sum(axis=0)
+        heat = explain.gradient_times_input_of(x, dx)
     else:
         cam = explain.grad_cam(model, x, target)
         heat = cam["upsampled"]
