@@ -62,6 +62,7 @@ from cnnlab.app.settings import Settings, settings_for
 from cnnlab.app.templating import base_context, env, render, render_text, request_locale, wants_fragment
 from cnnlab.app.train_view import filter_pictures, plots, png_data_uri, run_series
 from cnnlab.core import numfmt
+from cnnlab.core.model import BLOCK_KEYS
 
 router = APIRouter(tags=["train"])
 
@@ -127,8 +128,7 @@ FIELD_LABELS = {
     "augment": N_("Augmentation"),
 }
 # The extra conv blocks' fields (TrainSpec's filters2 … pool_size3), block by block.
-BLOCK_FIELDS = {b: tuple(f"{key}{b}" for key in ("filters", "kernel", "padding", "stride", "pool", "pool_size"))
-                for b in (2, 3)}
+BLOCK_FIELDS = {b: tuple(f"{key}{b}" for key in BLOCK_KEYS) for b in (2, 3)}
 BLOCK_CHOICES = {1: N_("1 block"), 2: N_("2 blocks"), 3: N_("3 blocks")}
 # A ready design (the form's link "two conv blocks for MNIST"): conv 16@5×5 pad 2 → max 2 → conv
 # 32@3×3 pad 1 → max 2 → dense 64 → 10, Adam. ≥ 98 % held-out on the MNIST subset within 60 s on
@@ -137,10 +137,6 @@ TWO_BLOCKS_MNIST = {"dataset": "mnist", "blocks": 2, "filters": 16, "kernel": 5,
                     "pool_size": 2, "filters2": 32, "kernel2": 3, "padding2": 1, "pool2": "max", "pool_size2": 2,
                     "hidden": 64, "activation": "relu", "optimizer": "adam", "lr": 0.003, "batch_size": 32,
                     "epochs": 8, "lr_decay": 0.8}
-INT_FIELDS = ("filters", "kernel", "padding", "stride", "pool_size", "blocks", "hidden", "batch_size", "epochs",
-              "seed", *(name for names in BLOCK_FIELDS.values() for name in names if not name.startswith("pool")),
-              "pool_size2", "pool_size3", "train_size")
-FLOAT_FIELDS = ("lr", "momentum", "beta1", "beta2", "label_noise", "weight_decay")
 # The overfitting lab's fields (TrainSpec's train_size, label_noise, weight_decay, augment).
 OVERFIT_FIELDS = ("train_size", "label_noise", "weight_decay", "augment")
 AUGMENT_CHOICES = {"on": N_("With augmentation"), "off": N_("Without augmentation")}
@@ -149,6 +145,9 @@ CHOICE_FIELDS = {"dataset": DATASETS, "pool": POOLS, "activation": ACTIVATION_NA
 FIELDS = ("dataset", "filters", "kernel", "padding", "stride", "pool", "pool_size", "blocks",
           *BLOCK_FIELDS[2], *BLOCK_FIELDS[3], "hidden", "activation",
           "optimizer", "lr", "momentum", "beta1", "beta2", "batch_size", "epochs", "seed", *OVERFIT_FIELDS)
+# The form's number fields, as TrainSpec types them.
+INT_FIELDS = tuple(name for name in FIELDS if jobs_module.TrainSpec.model_fields[name].annotation is int)
+FLOAT_FIELDS = tuple(name for name in FIELDS if jobs_module.TrainSpec.model_fields[name].annotation is float)
 
 
 # ============================================================================== setup
